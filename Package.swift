@@ -1,0 +1,65 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "dstack",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "dstack", targets: ["dstack"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+    ],
+    targets: [
+        // C libraries, each behind exactly one Swift wrapper module.
+        .systemLibrary(
+            name: "CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"]), .brew(["libyaml"])]
+        ),
+        .systemLibrary(
+            name: "CLibSSH2",
+            pkgConfig: "libssh2",
+            providers: [.apt(["libssh2-1-dev"]), .brew(["libssh2"])]
+        ),
+        .target(name: "DstackYAML", dependencies: ["CYAML"]),
+        .target(name: "DstackModel", dependencies: [
+            "DstackYAML",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "DstackSSH", dependencies: [
+            "CLibSSH2",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "DstackStorage", dependencies: [
+            "DstackModel",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "DstackRunners", dependencies: [
+            "DstackModel",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "DstackCore", dependencies: [
+            "DstackModel", "DstackStorage", "DstackRunners",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        .target(name: "DstackCLI", dependencies: [
+            "DstackCore",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "dstack", dependencies: ["DstackCLI"]),
+
+        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"]),
+        .testTarget(name: "DstackStorageTests", dependencies: ["DstackStorage"], exclude: ["Fixtures"]),
+        .testTarget(name: "DstackSSHTests", dependencies: ["DstackSSH"]),
+        .testTarget(name: "DstackCoreTests", dependencies: ["DstackCore"]),
+        .testTarget(name: "DstackCLITests", dependencies: ["DstackCore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,100 @@
+import ArgumentParser
+import DstackCore
+import DstackModel
+import DstackRunners
+import Foundation
+
+extension DstackCommand {
+    struct Dag: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show the plan of a workflow, with what is cached, without running it."
+        )
+
+        enum Format: String, ExpressibleByArgument, CaseIterable {
+            case text, dot, mermaid
+        }
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: "The workflow.")
+        var workflow: String
+
+        @Option(help: "text, dot (Graphviz) or mermaid.")
+        var format: Format = .text
+
+        @Flag(name: .customLong("no-cache"), help: "Plan as 'dstack run --no-cache' would.")
+        var noCache = false
+
+        func run() async throws {
+            let workspace = try global.workspace()
+            let plan = try await workspace.dag(RunRequest(workflow: workflow, noCache: noCache))
+            Terminal.out(DagRenderer.render(plan, format: format))
+        }
+    }
+
+    struct Runners: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Probe every runner: reachable, CPUs, memory, GPUs, slots."
+        )
+
+        @OptionGroup var global: GlobalOptions
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let workspace = try global.workspace()
+            let info = try await workspace.runner.probe()
+            if json { try Terminal.json([info]); return }
+            let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
+            Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "SLOTS"],
+                                        [[info.name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, String(info.maxJobs)]]))
+        }
+    }
+}
+
+/// Draws a plan as text, Graphviz dot or Mermaid; linear in jobs + edges, so 10,000-job plans print quickly.
+enum DagRenderer {
+    static func render(_ plan: Plan, format: DstackCommand.Dag.Format) -> String {
+        var lines: [String] = []
+        switch format {
+        case .text:
+            let width = min(40, plan.jobs.map(\.workflow.count).max() ?? 0)
+            for job in plan.jobs {
+                var line = job.workflow.padding(toLength: max(width, job.workflow.count), withPad: " ", startingAt: 0)
+                line += job.cached != nil ? "  cached" : "  run   "
+                let deps = job.dependsOn + job.tagDependencies.map { "\($0.workflow):\($0.tag) (run \($0.run))" }
+                if !deps.isEmpty { line += "  <- " + deps.joined(separator: ", ") }
+                lines.append(line.trimmingCharacters(in: .whitespaces))
+            }
+            let cached = plan.jobs.filter { $0.cached != nil }.count
+            lines.append("\(plan.jobs.count) job\(plan.jobs.count == 1 ? "" : "s"), \(cached) cached, \(plan.jobs.count - cached) to run")
+        case .dot:
+            lines.append("digraph \"\(plan.target)\" {")
+            lines.append("  rankdir=LR;")
+            lines.append("  node [shape=box];")
+            for job in plan.jobs {
+                let attrs = job.cached != nil ? ", style=filled, fillcolor=lightgrey" : ""
+                lines.append("  \"\(job.workflow)\" [label=\"\(job.workflow)\(job.cached != nil ? "\\n(cached)" : "")\"\(attrs)];")
+                for dep in job.dependsOn { lines.append("  \"\(dep)\" -> \"\(job.workflow)\";") }
+                for tag in job.tagDependencies {
+                    let name = "\(tag.workflow):\(tag.tag)"
+                    lines.append("  \"\(name)\" [shape=note, label=\"\(name)\\n(run \(tag.run))\"];")
+                    lines.append("  \"\(name)\" -> \"\(job.workflow)\" [style=dashed];")
+                }
+            }
+            lines.append("}")
+        case .mermaid:
+            lines.append("graph LR")
+            func id(_ s: String) -> String { s.map { $0.isLetter || $0.isNumber ? String($0) : "_" }.joined() }
+            for job in plan.jobs {
+                lines.append("  \(id(job.workflow))[\"\(job.workflow)\(job.cached != nil ? " (cached)" : "")\"]\(job.cached != nil ? ":::cached" : "")")
+                for dep in job.dependsOn { lines.append("  \(id(dep)) --> \(id(job.workflow))") }
+                for tag in job.tagDependencies {
+                    let name = "\(tag.workflow):\(tag.tag)"
+                    lines.append("  \(id(name))>\"\(name) (run \(tag.run))\"] -.-> \(id(job.workflow))")
+                }
+            }
+            lines.append("  classDef cached fill:#ddd,stroke:#999")
+        }
+        return lines.joined(separator: "\n")
+    }
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import DstackCore
+import DstackModel
+import DstackRunners
+import DstackStorage
+import Foundation
+
+/// The `dstack` command: a namespace for the subcommands.
+public struct DstackCommand: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "dstack",
+        abstract: "Run ML workflows on machines you already own, over SSH, with no server.",
+        discussion: """
+        Workflows live in .dstack/workflows.yaml and their variables in .dstack/variables.yaml. Runs, logs, \
+        artifacts, the cache and tags are kept in a storage directory (--storage, $DSTACK_STORAGE, 'storage:' in \
+        .dstack/config.yaml, default ~/.dstack/storage). With no hosts inventory, jobs run on this machine.
+
+        Exit status: 0 success, 1 the run failed, 2 invalid configuration, 3 infrastructure (storage or runners \
+        unusable), 64 usage.
+        """,
+        version: "0.1.0",
+        subcommands: [Init.self, Run.self, Status.self, Logs.self, Stop.self, Attach.self, Artifacts.self,
+                      Tags.self, Dag.self, Runners.self, Delete.self, Prune.self]
+    )
+
+    public init() {}
+
+    /// Parses the command line, runs the command and exits with the status DESIGN.md §5 lists.
+    public static func main() async {
+        do {
+            if let help = try await Run.workflowHelp(Array(CommandLine.arguments.dropFirst())) {
+                Terminal.out(help)
+                Foundation.exit(0)
+            }
+            var command = try parseAsRoot(Run.hoistingOptions(Array(CommandLine.arguments.dropFirst())))
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+            exit(withError: nil)
+        } catch let error as ExitStatus {
+            Foundation.exit(error.code)
+        } catch {
+            if let (message, code) = describe(error) {
+                Terminal.error(message)
+                Foundation.exit(code)
+            }
+            exit(withError: error)
+        }
+    }
+
+    /// The message and exit status for the errors dstack itself raises; nil for ArgumentParser's own.
+    static func describe(_ error: Error) -> (String, Int32)? {
+        switch error {
+        case let e as ConfigError: return (e.diagnostics.isEmpty ? "error: \(e.messages.joined(separator: "\nerror: "))" : e.description, 2)
+        case let e as StorageError:
+            if case .unusable = e { return ("error: \(e)", 3) }
+            return ("error: \(e)", 1)
+        case let e as RunnerError:
+            if case .unavailable = e { return ("error: \(e)", 3) }
+            return ("error: \(e)", 1)
+        case let e as CoreError:
+            switch e {
+            case .infrastructure: return ("error: \(e)", 3)
+            case .notFound, .invalid: return ("error: \(e)", 64)
+            case .io: return ("error: \(e)", 1)
+            }
+        case let e as DecodingError: return ("error: a stored record is unreadable: \(e)", 3)
+        default: return nil
+        }
+    }
+}
+
+/// Ends the program with a given status without printing anything more.
+struct ExitStatus: Error {
+    let code: Int32
+}
+
+/// Options every command shares.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .customShort("C"), help: ArgumentHelp("Project directory; .dstack/ is found upward from it, like git.", valueName: "dir"))
+    var directory: String?
+
+    @Option(help: ArgumentHelp("Where runs are stored: a directory (or s3://bucket/prefix).", valueName: "path-or-url"))
+    var storage: String?
+
+    @Option(help: ArgumentHelp("Hosts inventory (default: $DSTACK_HOSTS, .dstack/hosts.yaml, ~/.dstack/hosts.yaml).", valueName: "file"))
+    var hosts: String?
+
+    @Flag(name: .shortAndLong, help: "Say what is being done to storage and runners.")
+    var verbose = false
+
+    func workspace(maxJobs: Int? = nil) throws -> Workspace {
+        try Workspace.open(Workspace.Options(directory: directory, storage: storage, hosts: hosts), maxJobs: maxJobs)
+    }
+
+    /// The same options as arguments, to hand to a detached coordinator.
+    var arguments: [String] {
+        var out: [String] = []
+        if let directory { out += ["-C", URL(fileURLWithPath: directory).standardizedFileURL.path] }
+        if let storage { out += ["--storage", storage] }
+        if let hosts { out += ["--hosts", hosts] }
+        return out
+    }
+}

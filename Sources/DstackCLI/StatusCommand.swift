@@ -1,0 +1,266 @@
+import ArgumentParser
+import DstackCore
+import DstackModel
+import Foundation
+
+/// The JSON shape of `dstack status --json`: documented in docs/cli.md, relied on by scripts.
+struct RunJSON: Encodable {
+    struct Job: Encodable {
+        let id: String
+        let workflow: String
+        let status: String
+        let runner: String?
+        let exitCode: Int32?
+        let signal: Int32?
+        let reason: String?
+        let cacheKey: String
+        let attempts: [Attempt]
+        let startedAt: Date?
+        let finishedAt: Date?
+
+        func encode(to encoder: Encoder) throws {
+            // Every key is always present (null when unknown), so scripts can index without checks.
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(id, forKey: .id)
+            try c.encode(workflow, forKey: .workflow)
+            try c.encode(status, forKey: .status)
+            try c.encode(runner, forKey: .runner)
+            try c.encode(exitCode, forKey: .exitCode)
+            try c.encode(signal, forKey: .signal)
+            try c.encode(reason, forKey: .reason)
+            try c.encode(cacheKey, forKey: .cacheKey)
+            try c.encode(attempts, forKey: .attempts)
+            try c.encode(startedAt, forKey: .startedAt)
+            try c.encode(finishedAt, forKey: .finishedAt)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case id, workflow, status, runner, exitCode, signal, reason, cacheKey, attempts, startedAt, finishedAt
+        }
+    }
+
+    let name: String
+    let workflow: String
+    let status: String
+    let submittedAt: Date
+    let finishedAt: Date?
+    let coordinatorGone: Bool
+    let tags: [String]
+    let variables: [String: String]
+    let jobs: [Job]
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(workflow, forKey: .workflow)
+        try c.encode(status, forKey: .status)
+        try c.encode(submittedAt, forKey: .submittedAt)
+        try c.encode(finishedAt, forKey: .finishedAt)
+        try c.encode(coordinatorGone, forKey: .coordinatorGone)
+        try c.encode(tags, forKey: .tags)
+        try c.encode(variables, forKey: .variables)
+        try c.encode(jobs, forKey: .jobs)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, workflow, status, submittedAt, finishedAt, coordinatorGone, tags, variables, jobs
+    }
+
+    init(_ run: RunRecord, tags: [String], coordinatorGone: Bool) {
+        name = run.name
+        workflow = run.workflow
+        status = run.status.rawValue
+        submittedAt = run.submittedAt
+        finishedAt = run.finishedAt
+        self.coordinatorGone = coordinatorGone
+        self.tags = tags
+        variables = run.overrides
+        jobs = run.jobs.map {
+            Job(id: $0.id, workflow: $0.workflow, status: $0.status.rawValue, runner: $0.runner, exitCode: $0.exitCode,
+                signal: $0.signal, reason: $0.reason, cacheKey: $0.cacheKey, attempts: $0.attempts,
+                startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+        }
+    }
+}
+
+extension DstackCommand {
+    struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show runs and their jobs, newest first.",
+            discussion: "Without -a, shows the last 10 runs (or -n N). A run whose coordinator died shows 'running (coordinator gone)'.",
+            aliases: ["ps"]
+        )
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: "Show only this run.")
+        var run: String?
+
+        @Flag(name: .shortAndLong, help: "Show every run.")
+        var all = false
+
+        @Option(name: .short, help: ArgumentHelp("Show the last N runs.", valueName: "n"))
+        var n: Int = 10
+
+        @Flag(help: "Print a JSON array of runs (see docs/cli.md for its shape).")
+        var json = false
+
+        func run() async throws {
+            let workspace = try global.workspace()
+            let runs: [RunRecord]
+            if let run {
+                runs = [try await workspace.run(run)]
+            } else {
+                runs = try await workspace.runs(limit: all ? nil : n)
+            }
+            let tags = try await workspace.tagsByRun()
+            if json {
+                try Terminal.json(runs.map { RunJSON($0, tags: tags[$0.name] ?? [], coordinatorGone: workspace.coordinatorGone($0)) })
+                return
+            }
+            if runs.isEmpty {
+                Terminal.out("no runs yet in project '\(workspace.projectName)'; start one with 'dstack run WORKFLOW'")
+                return
+            }
+            var rows: [[String]] = []
+            let now = Date()
+            for run in runs {
+                var runStatus = run.status.rawValue
+                if workspace.coordinatorGone(run) { runStatus += " (coordinator gone)" }
+                for (i, job) in run.jobs.enumerated() {
+                    let duration = job.startedAt.map { Terminal.duration((job.finishedAt ?? now).timeIntervalSince($0)) } ?? ""
+                    rows.append([
+                        i == 0 ? run.name : "",
+                        i == 0 ? run.workflow : "",
+                        job.workflow,
+                        Terminal.paint(job.status.rawValue, Terminal.color(for: job.status), stdout: true)
+                            + (job.status == .failed ? " (\(job.exitCode.map { "exit \($0)" } ?? job.reason ?? ""))" : ""),
+                        job.runner ?? "",
+                        i == 0 ? Terminal.ago(run.submittedAt, now: now) : "",
+                        duration,
+                        i == 0 ? (tags[run.name] ?? []).joined(separator: ",") : "",
+                    ])
+                }
+                if run.jobs.isEmpty { rows.append([run.name, run.workflow, "", runStatus, "", Terminal.ago(run.submittedAt, now: now), "", ""]) }
+                if run.status != .done, run.jobs.count > 0 {
+                    rows.append(["", "", "(run)", runStatus, "", "", "", ""])
+                }
+            }
+            Terminal.out(Terminal.table(["RUN", "WORKFLOW", "JOB", "STATUS", "RUNNER", "SUBMITTED", "DURATION", "TAG"], rows))
+        }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show a run's stored logs.",
+            discussion: "Without JOB, every job's log is shown, each line prefixed by its job. -f follows until the run ends."
+        )
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: "The run.")
+        var run: String
+
+        @Argument(help: "One job of the run (its workflow's name).")
+        var job: String?
+
+        @Flag(name: .shortAndLong, help: "Keep printing new output until the run finishes.")
+        var follow = false
+
+        func run() async throws {
+            let workspace = try global.workspace()
+            var record = try await workspace.run(run)
+            if let job, !record.jobs.contains(where: { $0.workflow == job }) {
+                throw CoreError.notFound("run '\(run)' has no job '\(job)'\(didYouMean(job, record.jobs.map(\.workflow))); its jobs: \(record.jobs.map(\.workflow).joined(separator: ", "))")
+            }
+            let jobs = record.jobs.filter { job == nil || $0.workflow == job }.map(\.workflow)
+            let prefixed = job == nil && jobs.count > 1
+            let width = jobs.map(\.count).max() ?? 0
+            var offsets: [String: Int] = [:]
+            var partial: [String: String] = [:]
+            while true {
+                for wf in jobs {
+                    let data = try await workspace.store.readLog(run: run, workflow: wf)
+                    let start = offsets[wf] ?? 0
+                    guard data.count > start else { continue }
+                    offsets[wf] = data.count
+                    let text = String(decoding: data[start...], as: UTF8.self)
+                    if !prefixed {
+                        FileHandle.standardOutput.write(Data(text.utf8))
+                        continue
+                    }
+                    var lines = ((partial[wf] ?? "") + text).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+                    partial[wf] = lines.removeLast()
+                    for line in lines { Terminal.out("\(wf.padding(toLength: width, withPad: " ", startingAt: 0)) | \(line)") }
+                }
+                if !follow || record.status.isFinished { break }
+                try await Task.sleep(nanoseconds: 300_000_000)
+                let before = record.status
+                record = try await workspace.run(run)
+                if before.isFinished { break }
+                if workspace.coordinatorGone(record) {
+                    Terminal.info("the run's coordinator is gone; 'dstack attach \(run)' resumes it")
+                    break
+                }
+            }
+            for (wf, rest) in partial where !rest.isEmpty {
+                Terminal.out("\(wf.padding(toLength: width, withPad: " ", startingAt: 0)) | \(rest)")
+            }
+        }
+    }
+
+    struct Stop: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Stop a run's jobs on their runners.",
+            discussion: "Running jobs get SIGTERM (then SIGKILL after 5 s); jobs not started are marked stopped."
+        )
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: "The run to stop.")
+        var run: String
+
+        @Flag(name: .customShort("x"), help: "Do not collect artifacts of the stopped jobs (they are never collected from a stopped job in this version).")
+        var abort = false
+
+        func run() async throws {
+            let workspace = try global.workspace()
+            let record = try await workspace.stop(run)
+            Terminal.out("run \(record.name) \(record.status.rawValue)")
+        }
+    }
+
+    struct Attach: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Coordinate a run whose coordinator is gone, following it to the end.",
+            discussion: "Also what 'dstack run -d' starts in the background to carry the run."
+        )
+
+        @OptionGroup var global: GlobalOptions
+
+        @Argument(help: "The run.")
+        var run: String
+
+        @Flag(help: "Print nothing but errors.")
+        var quiet = false
+
+        @Option(name: .customLong("max-jobs"), help: ArgumentHelp("Jobs run at once on the local runner.", valueName: "n"))
+        var maxJobs: Int?
+
+        func run() async throws {
+            let workspace = try global.workspace(maxJobs: maxJobs)
+            let record = try await workspace.run(run)
+            if !record.status.isFinished, !workspace.coordinatorGone(record), record.coordinator != nil,
+               record.coordinator?.pid != getpid() {
+                throw CoreError.invalid("run '\(run)' is coordinated by pid \(record.coordinator!.pid) on \(record.coordinator!.host); follow it with 'dstack logs -f \(run)'")
+            }
+            let renderer = RunRenderer(workflows: record.jobs.map(\.workflow), quiet: quiet)
+            let final = try await workspace.coordinate(run, maxJobs: workspace.runner.maxJobs, sink: renderer)
+            if quiet {
+                if final.status != .done { throw ExitStatus(code: 1) }
+                return
+            }
+            try await report(final, workspace: workspace)
+        }
+    }
+}

@@ -1,0 +1,282 @@
+import DstackModel
+import DstackRunners
+import DstackStorage
+import Foundation
+import Logging
+
+/// Executes one run: dispatches ready jobs to the runner as slots allow, follows their logs into storage,
+/// stores artifacts, and keeps the run record current. A job is `done` only after its artifacts, their manifest
+/// and its cache entry are stored.
+public actor Coordinator {
+    let store: RunStore
+    let runner: any Runner
+    let snapshot: Snapshot
+    let plan: Plan
+    let maxJobs: Int
+    let sink: any RunEventSink
+    let logger: Logger
+    var run: RunRecord
+    var info: RunnerInfo?
+    var freeGPUs: [Int] = []
+    var stopRequested = false
+    var running: Set<String> = []
+    var saving = false
+    var version = 0
+    var savedVersion = 0
+    var dirtyJobs: Set<String> = []
+
+    /// Creates a coordinator for `run`, whose jobs are described by `plan`.
+    public init(store: RunStore, runner: any Runner, snapshot: Snapshot, plan: Plan, run: RunRecord,
+                maxJobs: Int, sink: any RunEventSink, logger: Logger = Logger(label: "dstack.coordinator")) {
+        self.store = store
+        self.runner = runner
+        self.snapshot = snapshot
+        self.plan = plan
+        self.run = run
+        self.maxJobs = max(1, maxJobs)
+        self.sink = sink
+        self.logger = logger
+    }
+
+    /// Asks every running job to stop; jobs not started yet are marked stopped.
+    public func requestStop() async {
+        guard !stopRequested else { return }
+        stopRequested = true
+        sink.emit(.notice("stopping run \(run.name)"))
+        for jobId in running {
+            try? await runner.stop(jobId: jobId)
+        }
+    }
+
+    /// Runs every unfinished job of the run and returns the final record.
+    public func execute() async -> RunRecord {
+        info = try? await runner.probe()
+        freeGPUs = info?.gpus.map(\.index) ?? []
+        run.status = .running
+        run.coordinator = CoordinatorInfo(host: ProcessInfo.processInfo.hostName, pid: getpid(), heartbeatAt: Date())
+        for job in plan.jobs {
+            if let entry = job.cached, index(job.workflow).map({ run.jobs[$0].status == .submitted }) == true {
+                update(job.workflow) { $0.status = .cached; $0.cachedFrom = entry; $0.finishedAt = Date() }
+                sink.emit(.cached(workflow: job.workflow, from: entry))
+            }
+        }
+        await persist()
+
+        let heartbeat = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(nanoseconds: 1_000_000_000)
+                await self?.beat()
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            startReady(&group)
+            while await group.next() != nil {
+                startReady(&group)
+            }
+        }
+        heartbeat.cancel()
+        if stopRequested {
+            for job in run.jobs where !job.status.isFinished {
+                update(job.workflow) { $0.status = .stopped; $0.reason = "the run was stopped before it started" }
+            }
+        }
+        run.status = RunState.of(run.jobs.map(\.status), stopRequested: stopRequested)
+        run.finishedAt = Date()
+        run.coordinator = nil
+        await persist()
+        return run
+    }
+
+    /// Once a second: refresh the heartbeat and look for a stop asked by `dstack stop`.
+    private func beat() async {
+        run.coordinator?.heartbeatAt = Date()
+        if !stopRequested, (try? await store.stopRequested(run.name)) == true {
+            await requestStop()
+        }
+        await persist()
+    }
+
+    private func index(_ workflow: String) -> Int? {
+        run.jobs.firstIndex { $0.workflow == workflow }
+    }
+
+    private func update(_ workflow: String, _ change: (inout JobRecord) -> Void) {
+        guard let i = index(workflow) else { return }
+        change(&run.jobs[i])
+        dirtyJobs.insert(workflow)
+    }
+
+    /// Writes the run record (and changed job records); returns once a write that includes the current state is
+    /// done. Concurrent callers coalesce into few writes, and writes never go out of order.
+    private func persist() async {
+        version += 1
+        let mine = version
+        while savedVersion < mine {
+            if saving {
+                try? await Task.sleep(nanoseconds: 1_000_000)
+                continue
+            }
+            saving = true
+            let target = version
+            let snapshot = run
+            let jobs = dirtyJobs
+            dirtyJobs = []
+            do {
+                for job in snapshot.jobs where jobs.contains(job.workflow) {
+                    try await store.saveJob(job, run: snapshot.name)
+                }
+                try await store.saveRun(snapshot)
+            } catch {
+                logger.error("cannot save run record: \(error)")
+                sink.emit(.notice("warning: cannot save the run record: \(error)"))
+            }
+            savedVersion = target
+            saving = false
+        }
+    }
+
+    /// Starts every job whose dependencies are done, as slots and GPUs allow; skips those that can never run.
+    private func startReady(_ group: inout TaskGroup<Void>) {
+        var changed = true
+        while changed {
+            changed = false
+            for job in plan.jobs {
+                guard let i = index(job.workflow), run.jobs[i].status == .submitted else { continue }
+                if stopRequested { continue }
+                let deps = job.dependsOn.compactMap { dep in run.jobs.first { $0.workflow == dep } }
+                if let bad = deps.first(where: { $0.status.isFinished && !$0.status.isSuccess }) {
+                    let reason = "dependency '\(bad.workflow)' \(bad.status.rawValue)"
+                    update(job.workflow) { $0.status = .skipped; $0.reason = reason; $0.finishedAt = Date() }
+                    sink.emit(.skipped(workflow: job.workflow, reason: reason))
+                    changed = true
+                    continue
+                }
+                guard deps.allSatisfy({ $0.status.isSuccess }) else { continue }
+                guard running.count < maxJobs, freeGPUs.count >= job.resources.gpu else { continue }
+                let gpus = Array(freeGPUs.prefix(job.resources.gpu))
+                freeGPUs.removeFirst(gpus.count)
+                running.insert(job.id)
+                update(job.workflow) {
+                    $0.status = .preparing
+                    $0.runner = runner.name
+                    $0.attempts.append(Attempt(runner: runner.name, startedAt: Date()))
+                }
+                group.addTask { await self.runJob(job, gpus: gpus) }
+            }
+        }
+        Task { await persist() }
+    }
+
+    private func runJob(_ job: PlannedJob, gpus: [Int]) async {
+        let outcome = await attempt(job, gpus: gpus)
+        await finish(job, gpus: gpus, outcome)
+    }
+
+    /// What happened to one attempt.
+    enum Outcome {
+        case done
+        case failed(JobExit, String)
+        case stopped(String)
+    }
+
+    /// Prepares, launches, follows and collects one job; nothing here touches actor state except through calls.
+    nonisolated private func attempt(_ job: PlannedJob, gpus: [Int]) async -> Outcome {
+        do {
+            try await runner.prepare(jobId: job.id, snapshot: snapshot)
+            try await placeDependencies(job)
+            var launch = job.launch
+            launch.gpus = gpus
+            // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
+            if await hasGPUs() {
+                launch.environment["CUDA_VISIBLE_DEVICES"] = gpus.map(String.init).joined(separator: ",")
+            }
+            if await isStopping() { return .stopped("the run was stopped before the job started") }
+            try await runner.launch(launch)
+            await started(job)
+            let exit = try await runner.follow(jobId: job.id, from: 0) { data in
+                self.sink.emit(.output(workflow: job.workflow, data))
+                try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
+            }
+            if await isStopping(), !exit.succeeded { return .stopped("stopped (\(exit.summary))") }
+            guard exit.succeeded else { return .failed(exit, exit.summary) }
+            await setStatus(job.workflow, .uploading)
+            let directory = try await runner.artifactsDirectory(jobId: job.id, paths: job.artifacts)
+            _ = try await store.storeArtifacts(cacheKey: job.cacheKey, run: run.name, job: job.id,
+                                               paths: job.artifacts, from: directory)
+            try await store.recordCache(job.cacheKey, CacheEntry(run: run.name, job: job.id, finishedAt: Date()))
+            return .done
+        } catch {
+            return .failed(JobExit(code: nil, reason: "\(error)"), "\(error)")
+        }
+    }
+
+    private func hasGPUs() -> Bool { !(info?.gpus.isEmpty ?? true) }
+    private func isStopping() -> Bool { stopRequested }
+
+    private func started(_ job: PlannedJob) {
+        update(job.workflow) { $0.status = .running; $0.startedAt = Date() }
+        sink.emit(.started(workflow: job.workflow, runner: runner.name))
+        Task { await persist() }
+    }
+
+    private func setStatus(_ workflow: String, _ status: JobState) async {
+        update(workflow) { $0.status = status }
+        await persist()
+    }
+
+    /// Downloads the artifacts of every dependency into a staging folder and has the runner place them.
+    nonisolated private func placeDependencies(_ job: PlannedJob) async throws {
+        var keys: [(String, String)] = []
+        for dep in job.dependsOn {
+            if let key = plan.job(dep)?.cacheKey { keys.append((dep, key)) }
+        }
+        for tag in job.tagDependencies { keys.append(("\(tag.workflow):\(tag.tag)", tag.cacheKey)) }
+        guard !keys.isEmpty else { return }
+        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-stage-\(job.id)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: staging) }
+        for (name, key) in keys {
+            guard let manifest = try await store.manifest(key) else {
+                throw CoreError.notFound("the artifacts of '\(name)' (cache key \(key.prefix(12))) are missing from storage; rerun with --no-cache")
+            }
+            try await store.downloadArtifacts(manifest, into: staging)
+        }
+        try await runner.place(jobId: job.id, from: staging)
+    }
+
+    private func finish(_ job: PlannedJob, gpus: [Int], _ outcome: Outcome) async {
+        running.remove(job.id)
+        freeGPUs.append(contentsOf: gpus)
+        freeGPUs.sort()
+        let now = Date()
+        var keepDirectory = run.keep
+        update(job.workflow) { record in
+            record.finishedAt = now
+            switch outcome {
+            case .done:
+                record.status = .done
+                record.exitCode = 0
+            case .failed(let exit, let reason):
+                record.status = .failed
+                record.exitCode = exit.code
+                record.signal = exit.signal
+                record.reason = reason
+                keepDirectory = true
+            case .stopped(let reason):
+                record.status = .stopped
+                record.reason = reason
+            }
+            if !record.attempts.isEmpty {
+                record.attempts[record.attempts.count - 1].finishedAt = now
+                record.attempts[record.attempts.count - 1].exitCode = record.exitCode
+                record.attempts[record.attempts.count - 1].signal = record.signal
+                record.attempts[record.attempts.count - 1].reason = record.reason
+            }
+        }
+        if !keepDirectory { try? await runner.cleanup(jobId: job.id) }
+        await persist()
+        if let record = run.jobs.first(where: { $0.workflow == job.workflow }) {
+            sink.emit(.finished(record))
+        }
+    }
+}

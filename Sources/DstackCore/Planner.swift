@@ -1,0 +1,171 @@
+import Crypto
+import DstackModel
+import DstackRunners
+import Foundation
+
+/// Turns a workflow and its dependencies into a plan: resolved variables, substituted values, cache keys.
+///
+/// Planning is pure and linear in jobs + edges; storage lookups (tags, cache) are done by the caller.
+public struct Planner: Sendable {
+    /// The loaded project.
+    public var project: Project
+
+    /// Creates a planner over `project`.
+    public init(project: Project) {
+        self.project = project
+    }
+
+    /// The workflow plus its runtime dependencies (not tag dependencies), dependencies first.
+    public func closure(of target: String) throws(ConfigError) -> [Workflow] {
+        guard project.workflow(named: target) != nil else {
+            throw ConfigError(message: "unknown workflow '\(target)'\(didYouMean(target, project.workflowNames)); 'dstack run --help' lists them")
+        }
+        var order: [Workflow] = []
+        var seen = Set<String>()
+        // Iterative depth-first post-order, so deep chains cannot overflow the stack.
+        var stack: [(Workflow, Int)] = [(project.workflow(named: target)!, 0)]
+        seen.insert(target)
+        while let (wf, next) = stack.last {
+            let deps = wf.dependsOn.filter { $0.tag == nil }
+            if next < deps.count {
+                stack[stack.count - 1].1 += 1
+                let name = deps[next].workflow
+                if seen.insert(name).inserted, let dep = project.workflow(named: name) {
+                    stack.append((dep, 0))
+                }
+            } else {
+                order.append(wf)
+                stack.removeLast()
+            }
+        }
+        return order
+    }
+
+    /// Every variable the workflows of `closure` see, with its default, for `dstack run WF --help`.
+    public func variables(for closure: [Workflow]) -> [VariableDefault] {
+        var seen = Set<String>()
+        var out: [VariableDefault] = []
+        for wf in closure {
+            for v in project.variables.visible(to: wf.name.value) where seen.insert(v.name).inserted {
+                out.append(v)
+            }
+        }
+        return out
+    }
+
+    /// Plans a run of `target` named `runName`; `tags` resolves each `workflow:tag` dependency.
+    public func plan(_ target: String, overrides: [String: String], snapshotId: String, runName: String,
+                     tags: [String: TagDependency]) throws(ConfigError) -> Plan {
+        let workflows = try closure(of: target)
+        var keys: [String: String] = [:]
+        var jobs: [PlannedJob] = []
+        jobs.reserveCapacity(workflows.count)
+        for wf in workflows {
+            let name = wf.name.value
+            let jobId = "\(runName)-\(name)"
+            var values: [String: String] = [:]
+            for v in project.variables.visible(to: name) {
+                values[v.name] = overrides[v.name] ?? v.value.value
+            }
+            let variables = values
+            // Cache keys see builtins as written, so a run's name never makes its results unique.
+            var keyValues = values
+            for builtin in builtinVariables { keyValues[builtin] = "${{ \(builtin) }}" }
+            values["run_name"] = runName
+            values["job_id"] = jobId
+
+            func render(_ l: Located<String>, shell: Bool = false, _ vals: [String: String]) throws(ConfigError) -> String {
+                do {
+                    let template = try Template(l.value)
+                    return shell ? template.renderShell(vals) : template.render(vals)
+                } catch {
+                    throw ConfigError([project.sources.diagnostic(l, error.message)])
+                }
+            }
+            var commands: [String] = []
+            var keyCommands: [String] = []
+            for c in wf.commands {
+                commands.append(try render(c, shell: true, values))
+                keyCommands.append(try render(c, shell: true, keyValues))
+            }
+            var artifacts: [String] = []
+            for a in wf.artifacts {
+                let path = try render(a, values)
+                if let problem = relativePathProblem(path) {
+                    throw ConfigError([project.sources.diagnostic(a, "artifact path '\(path)' \(problem); artifacts are paths relative to the repository root")])
+                }
+                artifacts.append(normalizedRelativePath(path))
+            }
+            var workingDir = ""
+            if let w = wf.workingDir {
+                workingDir = try render(w, values)
+                if let problem = relativePathProblem(workingDir) {
+                    throw ConfigError([project.sources.diagnostic(w, "working_dir '\(workingDir)' \(problem); it is relative to the repository root")])
+                }
+                workingDir = normalizedRelativePath(workingDir)
+            }
+            let image = try wf.image.map { l throws(ConfigError) in try render(l, values) }
+            var environment: [String: String] = [:]
+            var keyEnvironment: [String: String] = [:]
+            for (variable, value) in variables { environment[environmentName(for: variable)] = value }
+            keyEnvironment = environment
+            for entry in wf.environment {
+                environment[entry.name] = try render(entry.value, values)
+                keyEnvironment[entry.name] = try render(entry.value, keyValues)
+            }
+            environment["DSTACK_RUN_NAME"] = runName
+            environment["DSTACK_JOB_ID"] = jobId
+            environment["DSTACK_WORKFLOW"] = name
+            let resources = try Resources.resolve(wf.resources, values: values, sources: project.sources)
+
+            var tagDeps: [TagDependency] = []
+            for dep in wf.dependsOn {
+                guard let tag = dep.tag else { continue }
+                guard let resolved = tags[dep.spelled] else {
+                    throw ConfigError([project.sources.diagnostic(file: dep.file, mark: dep.mark,
+                        "no stored results for '\(dep.spelled)'; tag a finished run of '\(dep.workflow)' with 'dstack tags add \(tag) RUN'")])
+                }
+                tagDeps.append(resolved)
+            }
+            let runtimeDeps = wf.dependsOn.filter { $0.tag == nil }.map(\.workflow)
+            let key = CacheKey.compute(
+                workflow: name, image: image, commands: keyCommands, environment: keyEnvironment,
+                workingDir: workingDir, artifacts: artifacts, variables: variables, snapshotId: snapshotId,
+                dependencies: runtimeDeps.map { keys[$0]! }, tagDependencies: tagDeps.map(\.cacheKey))
+            keys[name] = key
+            jobs.append(PlannedJob(
+                workflow: name, id: jobId, dependsOn: runtimeDeps, tagDependencies: tagDeps,
+                launch: JobLaunch(jobId: jobId, commands: commands, environment: environment,
+                                  workingDir: workingDir, image: image),
+                artifacts: artifacts, resources: resources, variables: variables, cacheKey: key, cached: nil))
+        }
+        return Plan(target: target, jobs: jobs)
+    }
+}
+
+/// The cache key of DESIGN.md §3: sha256 over the substituted workflow, its variables, the code snapshot and the
+/// keys of what it depends on. Equal keys mean equal inputs, so a stored result can stand in for a run.
+public enum CacheKey {
+    /// Computes a key; every list that has no meaningful order is sorted first.
+    public static func compute(workflow: String, image: String?, commands: [String], environment: [String: String],
+                               workingDir: String, artifacts: [String], variables: [String: String],
+                               snapshotId: String, dependencies: [String], tagDependencies: [String]) -> String {
+        var hasher = SHA256()
+        func field(_ name: String, _ value: String) {
+            // Length-prefixed fields: no value can be crafted to look like another field.
+            hasher.update(data: Data("\(name):\(value.utf8.count):\(value)\n".utf8))
+        }
+        field("version", "1")
+        field("workflow", workflow)
+        field("image", image ?? "")
+        for c in commands { field("command", c) }
+        for (k, v) in environment.sorted(by: { $0.key < $1.key }) { field("env", k); field("value", v) }
+        field("working_dir", workingDir)
+        for a in artifacts { field("artifact", a) }
+        for (k, v) in variables.sorted(by: { $0.key < $1.key }) { field("var", k); field("value", v) }
+        field("snapshot", snapshotId)
+        for d in dependencies.sorted() { field("dep", d) }
+        for d in tagDependencies.sorted() { field("tagdep", d) }
+        return hex(hasher.finalize())
+    }
+}

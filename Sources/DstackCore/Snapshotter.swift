@@ -1,0 +1,134 @@
+import Crypto
+import DstackModel
+import DstackRunners
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Takes the code snapshot of a project: the files git would commit (tracked and untracked-but-not-ignored, with
+/// uncommitted edits), or, without git, the directory minus `.dstackignore` patterns.
+public enum Snapshotter {
+    /// Snapshots the project at `root`.
+    public static func snapshot(root: URL) async throws -> Snapshot {
+        let paths: [String]
+        if let listed = try await gitFiles(root) {
+            paths = listed
+        } else {
+            paths = walk(root, ignore: IgnoreRules.load(root))
+        }
+        var files: [SnapshotFile] = []
+        files.reserveCapacity(paths.count)
+        for path in paths.sorted() {
+            let full = root.appendingPathComponent(path).path
+            var info = stat()
+            // Deleted-but-tracked files and directories (submodules) are not part of the snapshot.
+            guard stat(full, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+            files.append(SnapshotFile(path: path, hash: try hashFile(full), mode: UInt32(info.st_mode) & 0o7777,
+                                      size: Int64(info.st_size)))
+        }
+        var manifest = SHA256()
+        for file in files {
+            manifest.update(data: Data("\(String(file.mode, radix: 8)) \(file.hash) \(file.path)\n".utf8))
+        }
+        return Snapshot(root: root.path, files: files, id: hex(manifest.finalize()))
+    }
+
+    static func gitFiles(_ root: URL) async throws -> [String]? {
+        guard let result = try? await Subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], in: root),
+              result.status == 0 else { return nil }
+        var seen = Set<String>()
+        return result.stdout.split(separator: 0).compactMap { bytes in
+            let path = String(decoding: bytes, as: UTF8.self)
+            return seen.insert(path).inserted ? path : nil
+        }
+    }
+
+    static func walk(_ root: URL, ignore: IgnoreRules) -> [String] {
+        var out: [String] = []
+        func visit(_ relative: String) {
+            let full = relative.isEmpty ? root.path : root.appendingPathComponent(relative).path
+            guard let names = try? FileManager.default.contentsOfDirectory(atPath: full) else { return }
+            for name in names.sorted() {
+                let path = relative.isEmpty ? name : relative + "/" + name
+                var info = stat()
+                guard lstat(root.appendingPathComponent(path).path, &info) == 0 else { continue }
+                let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
+                if name == ".git" || ignore.ignores(path, isDirectory: isDirectory) { continue }
+                if isDirectory { visit(path) } else { out.append(path) }
+            }
+        }
+        visit("")
+        return out
+    }
+
+    /// The sha256 of a file's content, read in 1 MiB blocks.
+    public static func hashFile(_ path: String) throws -> String {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw CoreError.io("cannot read '\(path)': \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var hasher = SHA256()
+        let size = 1 << 20
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer, size)
+            if n < 0 { throw CoreError.io("cannot read '\(path)': \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
+        }
+        return hex(hasher.finalize())
+    }
+}
+
+/// `.dstackignore`: gitignore-style patterns (`#` comments, `name`, `dir/`, `/anchored`, `*`, `?`, `[...]`).
+public struct IgnoreRules: Sendable {
+    struct Rule: Sendable {
+        var pattern: String
+        var anchored: Bool
+        var directoryOnly: Bool
+        var negated: Bool
+    }
+    var rules: [Rule] = []
+
+    /// Reads `.dstackignore` at `root`, if there is one.
+    public static func load(_ root: URL) -> IgnoreRules {
+        guard let text = try? String(contentsOf: root.appendingPathComponent(".dstackignore"), encoding: .utf8) else {
+            return IgnoreRules()
+        }
+        return IgnoreRules(text: text)
+    }
+
+    /// Parses patterns from `text`.
+    public init(text: String = "") {
+        for raw in text.split(separator: "\n") {
+            var line = raw.trimmingCharacters(in: .whitespaces)
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            let negated = line.hasPrefix("!")
+            if negated { line.removeFirst() }
+            let directoryOnly = line.hasSuffix("/")
+            if directoryOnly { line.removeLast() }
+            let anchored = line.contains("/")
+            if line.hasPrefix("/") { line.removeFirst() }
+            rules.append(Rule(pattern: line, anchored: anchored, directoryOnly: directoryOnly, negated: negated))
+        }
+    }
+
+    /// True when `path` (relative, `/`-separated) is ignored; the last matching pattern wins, as in git.
+    public func ignores(_ path: String, isDirectory: Bool) -> Bool {
+        var ignored = false
+        let name = path.split(separator: "/").last.map(String.init) ?? path
+        for rule in rules where !rule.directoryOnly || isDirectory {
+            let subject = rule.anchored ? path : name
+            if fnmatch(rule.pattern, subject, 0) == 0 { ignored = !rule.negated }
+        }
+        return ignored
+    }
+}
+
+/// Lowercase hex of a digest.
+func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
+    digest.map { String(format: "%02x", $0) }.joined()
+}

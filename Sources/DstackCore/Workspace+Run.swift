@@ -1,0 +1,148 @@
+import DstackModel
+import DstackRunners
+import DstackStorage
+import Foundation
+
+/// What `dstack run` asks for.
+public struct RunRequest: Sendable {
+    /// The workflow to run.
+    public var workflow: String
+    /// Variables given on the command line.
+    public var overrides: [String: String]
+    /// Rerun every job even when its result is stored.
+    public var noCache: Bool
+    /// Keep job directories even on success.
+    public var keep: Bool
+    /// A tag to give the run once it is done.
+    public var tag: String?
+
+    /// Creates a request.
+    public init(workflow: String, overrides: [String: String] = [:], noCache: Bool = false, keep: Bool = false, tag: String? = nil) {
+        self.workflow = workflow
+        self.overrides = overrides
+        self.noCache = noCache
+        self.keep = keep
+        self.tag = tag
+    }
+}
+
+/// A run that is recorded in storage and ready to be coordinated.
+public struct SubmittedRun: Sendable {
+    /// The run record as created.
+    public var record: RunRecord
+    /// Its plan.
+    public var plan: Plan
+    /// The code it runs.
+    public var snapshot: Snapshot
+}
+
+extension Workspace {
+    /// Resolves every `workflow:tag` dependency of `closure` to the tagged run's stored results.
+    func resolveTags(_ closure: [Workflow]) async throws -> [String: TagDependency] {
+        var out: [String: TagDependency] = [:]
+        for wf in closure {
+            for dep in wf.dependsOn {
+                guard let tag = dep.tag, out[dep.spelled] == nil else { continue }
+                guard let record = try await store.tag(tag), let run = try await store.loadRun(record.run),
+                      let job = run.jobs.first(where: { $0.workflow == dep.workflow && $0.status.isSuccess }),
+                      try await store.manifest(job.cacheKey) != nil else { continue }
+                out[dep.spelled] = TagDependency(workflow: dep.workflow, tag: tag, run: run.name,
+                                                 cacheKey: job.cacheKey, artifacts: job.artifacts)
+            }
+        }
+        return out
+    }
+
+    /// Plans `request` for a run called `runName`, with cache hits marked (unless `noCache`).
+    public func plan(_ request: RunRequest, project: Project, snapshot: Snapshot, runName: String) async throws -> Plan {
+        let planner = Planner(project: project)
+        let closure = try planner.closure(of: request.workflow)
+        let tags = try await resolveTags(closure)
+        var plan = try planner.plan(request.workflow, overrides: request.overrides, snapshotId: snapshot.id,
+                                    runName: runName, tags: tags)
+        if !request.noCache {
+            let cached = try await store.cachedKeys()
+            for i in plan.jobs.indices where cached.contains(plan.jobs[i].cacheKey) {
+                if try await store.manifest(plan.jobs[i].cacheKey) != nil,
+                   let entry = try await store.cacheEntry(plan.jobs[i].cacheKey) {
+                    plan.jobs[i].cached = entry
+                }
+            }
+        }
+        return plan
+    }
+
+    /// Checks that the runner could ever run each job; a job that can never fit is a configuration error.
+    func checkFit(_ plan: Plan, project: Project) async throws {
+        let info = try await runner.probe()
+        for job in plan.jobs where job.cached == nil {
+            if let misfit = info.misfit(job.resources) {
+                let message = "no runner can ever fit job '\(job.workflow)': it needs \(misfit) on runner '\(info.name)'; lower its resources or add a runner that has them"
+                if let wf = project.workflow(named: job.workflow) {
+                    throw ConfigError([project.sources.diagnostic(wf.name, message)])
+                }
+                throw ConfigError(message: message)
+            }
+        }
+    }
+
+    /// Loads, snapshots, plans and records a new run; nothing runs yet.
+    public func submit(_ request: RunRequest) async throws -> SubmittedRun {
+        let project = try loadProject()
+        let snapshot = try await Snapshotter.snapshot(root: root)
+        var generator = SystemRandomNumberGenerator()
+        let stem = RunNames.stem(using: &generator)
+        let existing = try await store.runNames().filter { $0.hasPrefix(stem + "-") }
+        var number = (existing.compactMap { Int($0.dropFirst(stem.count + 1)) }.max() ?? 0) + 1
+        while true {
+            let name = "\(stem)-\(number)"
+            let plan = try await self.plan(request, project: project, snapshot: snapshot, runName: name)
+            try await checkFit(plan, project: project)
+            var record = RunRecord(name: name, project: projectName, workflow: request.workflow,
+                                   overrides: request.overrides, snapshotId: snapshot.id, submittedAt: Date(),
+                                   jobs: plan.jobs.map { job in
+                                       var r = JobRecord(id: job.id, workflow: job.workflow, cacheKey: job.cacheKey,
+                                                         dependsOn: job.dependsOn.map { "\(name)-\($0)" },
+                                                         tagDependencies: job.tagDependencies, artifacts: job.artifacts)
+                                       r.cachedFrom = job.cached
+                                       return r
+                                   }, keep: request.keep)
+            record.tagWhenDone = request.tag
+            let owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"
+            guard try await store.claimRunName(name, by: owner) else {
+                number += 1  // another coordinator took this name a moment ago
+                continue
+            }
+            // Inputs before the record: a run record without them could not be coordinated by anyone.
+            let encoder = RecordCoding.encoder(pretty: false)
+            try await store.saveRunInputs(name, plan: try encoder.encode(plan), snapshot: try encoder.encode(snapshot))
+            try await store.saveRun(record)
+            _ = try await runner.sync(snapshot)
+            return SubmittedRun(record: record, plan: plan, snapshot: snapshot)
+        }
+    }
+
+    /// Coordinates a recorded run until it finishes (the work behind `dstack run` and `dstack attach`).
+    public func coordinate(_ name: String, maxJobs: Int, sink: any RunEventSink,
+                           onCoordinator: (@Sendable (Coordinator) async -> Void)? = nil) async throws -> RunRecord {
+        guard let record = try await store.loadRun(name) else {
+            throw CoreError.notFound("no run named '\(name)' in \(store.storage.location); 'dstack ps -a' lists runs")
+        }
+        if record.status.isFinished { return record }
+        guard let inputs = try await store.loadRunInputs(name) else {
+            throw CoreError.notFound("run '\(name)' has no stored plan; it cannot be coordinated (delete it with 'dstack delete \(name)')")
+        }
+        let decoder = RecordCoding.decoder()
+        let plan = try decoder.decode(Plan.self, from: inputs.plan)
+        let snapshot = try decoder.decode(Snapshot.self, from: inputs.snapshot)
+        _ = try await runner.sync(snapshot)
+        let coordinator = Coordinator(store: store, runner: runner, snapshot: snapshot, plan: plan, run: record,
+                                      maxJobs: maxJobs, sink: sink)
+        await onCoordinator?(coordinator)
+        let final = await coordinator.execute()
+        if final.status == .done, let tag = final.tagWhenDone {
+            try await store.saveTag(TagRecord(tag: tag, run: final.name, createdAt: Date()))
+        }
+        return final
+    }
+}

@@ -1,0 +1,111 @@
+import DstackModel
+import DstackRunners
+import DstackStorage
+import Foundation
+
+/// Where a command runs: the project directory, its settings, its storage and its runner.
+public struct Workspace: Sendable {
+    /// The directory holding `.dstack/`.
+    public let root: URL
+    /// `.dstack/config.yaml`, or defaults.
+    public let config: ProjectConfig
+    /// The project's name in storage.
+    public let projectName: String
+    /// The project's records.
+    public let store: RunStore
+    /// The runner jobs go to (the local runner until an inventory says otherwise).
+    public let runner: LocalRunner
+    /// The environment the command runs in.
+    public let environment: [String: String]
+
+    /// Global options every command shares.
+    public struct Options: Sendable {
+        /// `-C DIR`: where to look for `.dstack/` (upward).
+        public var directory: String?
+        /// `--storage`.
+        public var storage: String?
+        /// `--hosts`.
+        public var hosts: String?
+        /// The process environment.
+        public var environment: [String: String]
+
+        /// Creates options.
+        public init(directory: String? = nil, storage: String? = nil, hosts: String? = nil,
+                    environment: [String: String] = ProcessInfo.processInfo.environment) {
+            self.directory = directory
+            self.storage = storage
+            self.hosts = hosts
+            self.environment = environment
+        }
+    }
+
+    /// Finds the project from `options.directory` (or the current directory) upward and opens its storage.
+    public static func open(_ options: Options, maxJobs: Int? = nil) throws -> Workspace {
+        let start = URL(fileURLWithPath: options.directory ?? FileManager.default.currentDirectoryPath).standardizedFileURL
+        guard let root = findRoot(from: start) else {
+            throw ConfigError(message: "no .dstack/ directory in \(start.path) or any folder above it; run 'dstack init' to create one, or pass -C DIR")
+        }
+        let config = try loadConfig(root)
+        let projectName = config.project ?? sanitizedProjectName(root.lastPathComponent)
+        let home = options.environment["HOME"] ?? NSHomeDirectory()
+        let spec = options.storage ?? options.environment["DSTACK_STORAGE"] ?? config.storage ?? "\(home)/.dstack/storage"
+        let storage = try openStorage(spec, root: root, home: home)
+        let runnerDir = options.environment["DSTACK_RUNNER_DIR"].map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: home).appendingPathComponent(".dstack/runner")
+        let runner = LocalRunner(baseDirectory: runnerDir, maxJobs: maxJobs ?? ProcessInfo.processInfo.activeProcessorCount)
+        if let hosts = options.hosts ?? options.environment["DSTACK_HOSTS"] {
+            throw ConfigError(message: "hosts inventory '\(hosts)' given, but SSH runners are not available in this version yet; remove --hosts/$DSTACK_HOSTS to use the local runner")
+        }
+        return Workspace(root: root, config: config, projectName: projectName,
+                         store: RunStore(storage: storage, project: projectName), runner: runner,
+                         environment: options.environment)
+    }
+
+    static func findRoot(from start: URL) -> URL? {
+        var dir = start
+        while true {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: dir.appendingPathComponent(".dstack").path, isDirectory: &isDirectory),
+               isDirectory.boolValue {
+                return dir
+            }
+            let parent = dir.deletingLastPathComponent()
+            if parent.path == dir.path { return nil }
+            dir = parent
+        }
+    }
+
+    static func loadConfig(_ root: URL) throws -> ProjectConfig {
+        let url = root.appendingPathComponent(".dstack/config.yaml")
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else { return ProjectConfig() }
+        return try ProjectConfig.parse(SourceFile(displayName: ".dstack/config.yaml", text: text))
+    }
+
+    static func sanitizedProjectName(_ name: String) -> String {
+        let cleaned = String(name.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." ? $0 : "-" })
+        return isValidProjectName(cleaned) ? cleaned : "project"
+    }
+
+    static func openStorage(_ spec: String, root: URL, home: String) throws -> any Storage {
+        if spec.hasPrefix("s3://") {
+            throw StorageError.unusable(location: spec, reason: "S3 storage is not available in this version yet; use a directory")
+        }
+        var path = spec
+        if path.hasPrefix("~/") { path = home + path.dropFirst(1) }
+        let url = path.hasPrefix("/") ? URL(fileURLWithPath: path) : root.appendingPathComponent(path)
+        return try DirectoryStorage(root: url)
+    }
+
+    /// Reads and validates `.dstack/workflows.yaml` and `.dstack/variables.yaml`.
+    public func loadProject() throws -> Project {
+        let workflowsURL = root.appendingPathComponent(".dstack/workflows.yaml")
+        guard let text = try? String(contentsOf: workflowsURL, encoding: .utf8) else {
+            throw ConfigError(message: "cannot read .dstack/workflows.yaml in \(root.path); run 'dstack init' to create one")
+        }
+        let variablesURL = root.appendingPathComponent(".dstack/variables.yaml")
+        let variables = (try? String(contentsOf: variablesURL, encoding: .utf8)).map {
+            SourceFile(displayName: ".dstack/variables.yaml", text: $0)
+        }
+        return try Project.load(workflows: SourceFile(displayName: ".dstack/workflows.yaml", text: text), variables: variables)
+    }
+}

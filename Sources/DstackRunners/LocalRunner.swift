@@ -1,0 +1,228 @@
+import DstackModel
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Runs jobs as detached processes on this machine, in job directories under `baseDirectory/jobs/`.
+///
+/// The layout and the launch protocol are the SSH runner's: a wrapper writes the log and, at the end, the exit
+/// code atomically, so a job outlives the coordinator and can be followed again later.
+public struct LocalRunner: Runner {
+    public let name = "local"
+    /// Where job directories live (`~/.dstack/runner` unless `$DSTACK_RUNNER_DIR` says otherwise).
+    public let baseDirectory: URL
+    /// Jobs it runs at once.
+    public let maxJobs: Int
+
+    /// Creates a local runner keeping its job directories under `baseDirectory`.
+    public init(baseDirectory: URL, maxJobs: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.baseDirectory = baseDirectory
+        self.maxJobs = max(1, maxJobs)
+    }
+
+    /// The job's directory.
+    public func jobDirectory(_ jobId: String) -> URL {
+        baseDirectory.appendingPathComponent("jobs").appendingPathComponent(jobId)
+    }
+
+    public func probe() async throws -> RunnerInfo {
+        var gpus: [GPU] = []
+        if let result = try? await Subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"]),
+           result.status == 0 {
+            gpus = parseNvidiaSMI(result.output)
+        }
+        var uts = utsname()
+        uname(&uts)
+        let os = withUnsafeBytes(of: &uts.sysname) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        let arch = withUnsafeBytes(of: &uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        return RunnerInfo(name: name, os: "\(os) \(arch)", cpus: ProcessInfo.processInfo.activeProcessorCount,
+                          memory: Int64(ProcessInfo.processInfo.physicalMemory), gpus: gpus, maxJobs: maxJobs)
+    }
+
+    /// Where file contents are kept by hash, so a job runs the code as it was when the run was submitted.
+    var objects: URL { baseDirectory.appendingPathComponent("objects") }
+
+    public func sync(_ snapshot: Snapshot) async throws -> Int {
+        let fm = FileManager.default
+        let root = URL(fileURLWithPath: snapshot.root)
+        var sent = 0
+        do {
+            try fm.createDirectory(at: objects, withIntermediateDirectories: true)
+            for file in snapshot.files {
+                let object = objects.appendingPathComponent(file.hash)
+                if fm.fileExists(atPath: object.path) { continue }
+                let tmp = objects.appendingPathComponent(".tmp-\(file.hash)-\(UUID().uuidString.prefix(8))")
+                try fm.copyItem(at: root.appendingPathComponent(file.path), to: tmp)
+                guard rename(tmp.path, object.path) == 0 else {
+                    throw RunnerError.unavailable(runner: name, reason: "cannot store object \(file.hash): \(String(cString: strerror(errno)))")
+                }
+                sent += 1
+            }
+        } catch let error as RunnerError {
+            throw error
+        } catch {
+            throw RunnerError.unavailable(runner: name, reason: "cannot copy the code into \(objects.path): \(error.localizedDescription)")
+        }
+        return sent
+    }
+
+    public func prepare(jobId: String, snapshot: Snapshot) async throws {
+        let dir = jobDirectory(jobId)
+        let fm = FileManager.default
+        try? fm.removeItem(at: dir)
+        let repo = dir.appendingPathComponent("repo")
+        do {
+            try fm.createDirectory(at: repo, withIntermediateDirectories: true)
+            let root = objects
+            var made: Set<String> = [""]
+            for file in snapshot.files {
+                let parent = (file.path as NSString).deletingLastPathComponent
+                if !made.contains(parent) {
+                    try fm.createDirectory(at: repo.appendingPathComponent(parent), withIntermediateDirectories: true)
+                    made.insert(parent)
+                }
+                let target = repo.appendingPathComponent(file.path)
+                try fm.copyItem(at: root.appendingPathComponent(file.hash), to: target)
+                chmod(target.path, mode_t(file.mode & 0o7777))
+            }
+        } catch {
+            throw RunnerError.job(jobId: jobId, reason: "cannot prepare its directory \(dir.path): \(error.localizedDescription)")
+        }
+    }
+
+    public func place(jobId: String, from staging: URL) async throws {
+        let repo = jobDirectory(jobId).appendingPathComponent("repo")
+        // `cp -a` keeps modes and links; the staging directory is ours, so nothing here is user input.
+        let result = try await Subprocess.run(["cp", "-a", staging.path + "/.", repo.path])
+        guard result.status == 0 else {
+            throw RunnerError.job(jobId: jobId, reason: "cannot place dependency artifacts: \(result.errorText)")
+        }
+    }
+
+    public func launch(_ job: JobLaunch) async throws {
+        let dir = jobDirectory(job.jobId)
+        try Data(job.script.utf8).write(to: dir.appendingPathComponent("commands.sh"))
+        try Data(launchScript.utf8).write(to: dir.appendingPathComponent("launch.sh"))
+        var environment = ProcessInfo.processInfo.environment
+        for (key, value) in job.environment { environment[key] = value }
+        // Paths travel as arguments, never inside the script text.
+        let pid = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("launch.sh").path, dir.path, job.workingDir],
+                                               environment: environment)
+        try Data("\(pid)\n".utf8).write(to: dir.appendingPathComponent("pid"))
+    }
+
+    public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
+        let dir = jobDirectory(jobId)
+        let logPath = dir.appendingPathComponent("log").path
+        let exitPath = dir.appendingPathComponent("exit").path
+        var position = offset
+        var delay: UInt64 = 2_000_000
+        while true {
+            let exited = FileManager.default.fileExists(atPath: exitPath)
+            let chunk = readFrom(logPath, offset: position)
+            if !chunk.isEmpty {
+                position += Int64(chunk.count)
+                try await output(chunk)
+                delay = 2_000_000
+                continue
+            }
+            if exited { return parseExit(dir, exitPath) }
+            if !processAlive(dir) {
+                // The wrapper may have written `exit` between the two checks.
+                if FileManager.default.fileExists(atPath: exitPath) { continue }
+                let rest = readFrom(logPath, offset: position)
+                if !rest.isEmpty { try await output(rest) }
+                return JobExit(code: nil, reason: "the job's process disappeared without an exit status (killed)")
+            }
+            try await Task.sleep(nanoseconds: delay)
+            delay = min(delay * 2, 100_000_000)
+        }
+    }
+
+    public func artifactsDirectory(jobId: String, paths: [String]) async throws -> URL {
+        jobDirectory(jobId).appendingPathComponent("repo")
+    }
+
+    public func stop(jobId: String) async throws {
+        let dir = jobDirectory(jobId)
+        guard let pid = readPid(dir), pid > 0 else { return }
+        // The job runs in its own session, so its process group id is the wrapper's pid.
+        kill(-pid, SIGTERM)
+        for _ in 0..<50 {
+            if !processAlive(dir) || FileManager.default.fileExists(atPath: dir.appendingPathComponent("exit").path) { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        kill(-pid, SIGKILL)
+    }
+
+    public func cleanup(jobId: String) async throws {
+        try? FileManager.default.removeItem(at: jobDirectory(jobId))
+    }
+
+    private func readPid(_ dir: URL) -> pid_t? {
+        guard let text = try? String(contentsOf: dir.appendingPathComponent("pid"), encoding: .utf8) else { return nil }
+        return pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    private func processAlive(_ dir: URL) -> Bool {
+        guard let pid = readPid(dir) else { return true }  // not written yet: launching
+        var status: Int32 = 0
+        // Reap it if it is our child, so a finished job is not mistaken for a live zombie.
+        if waitpid(pid, &status, WNOHANG) == pid { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
+    }
+
+    private func parseExit(_ dir: URL, _ path: String) -> JobExit {
+        var status: Int32 = 0
+        if let pid = readPid(dir) { _ = waitpid(pid, &status, WNOHANG) }
+        let text = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        guard let code = Int32(text) else { return JobExit(code: nil, reason: "unreadable exit status '\(text)'") }
+        if code > 128, code < 160 { return JobExit(code: code, signal: code - 128) }
+        return JobExit(code: code)
+    }
+
+    private func readFrom(_ path: String, offset: Int64) -> Data {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return Data() }
+        defer { close(fd) }
+        var out = Data()
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        var position = off_t(offset)
+        while out.count < 4 << 20 {
+            let n = pread(fd, &buffer, buffer.count, position)
+            if n <= 0 { break }
+            out.append(contentsOf: buffer[0..<n])
+            position += off_t(n)
+        }
+        return out
+    }
+}
+
+/// The wrapper every job runs under: `$1` is the job directory, `$2` the working directory inside `repo/`.
+/// It catches TERM so that, when the job is stopped, it still records how the commands ended.
+let launchScript = """
+trap 'true' TERM INT HUP
+cd "$1/repo/$2" 2>/dev/null || {
+  echo "dstack: working_dir '$2' does not exist in the repository" >> "$1/log"
+  echo 1 > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
+  exit 0
+}
+/bin/sh -e "$1/commands.sh" >> "$1/log" 2>&1 < /dev/null &
+wait $!
+code=$?
+while kill -0 $! 2>/dev/null; do wait $!; code=$?; done
+echo $code > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
+
+"""
+
+/// Parses `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits` (memory in MiB).
+public func parseNvidiaSMI(_ text: String) -> [GPU] {
+    text.split(separator: "\n").compactMap { line in
+        let fields = line.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard fields.count >= 3, let index = Int(fields[0]), let mib = Int64(fields[2]) else { return nil }
+        return GPU(index: index, name: fields[1], memory: mib * 1024 * 1024)
+    }
+}

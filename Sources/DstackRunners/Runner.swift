@@ -1,0 +1,186 @@
+import DstackModel
+import Foundation
+
+/// What a runner has to offer, as probed (or as the inventory overrides it).
+public struct RunnerInfo: Sendable, Hashable, Codable {
+    /// The runner's name (`local` for the local runner).
+    public var name: String
+    /// Operating system and architecture (`Linux x86_64`).
+    public var os: String
+    /// CPUs.
+    public var cpus: Int
+    /// Memory in bytes.
+    public var memory: Int64
+    /// GPUs, by index.
+    public var gpus: [GPU]
+    /// Jobs it runs at once.
+    public var maxJobs: Int
+    /// Labels the inventory gives it.
+    public var labels: [String]
+
+    /// Creates runner info.
+    public init(name: String, os: String, cpus: Int, memory: Int64, gpus: [GPU], maxJobs: Int, labels: [String] = []) {
+        self.name = name
+        self.os = os
+        self.cpus = cpus
+        self.memory = memory
+        self.gpus = gpus
+        self.maxJobs = maxJobs
+        self.labels = labels
+    }
+
+    /// Why a job needing `resources` can never run here, or nil when it can.
+    public func misfit(_ resources: Resources) -> String? {
+        if resources.gpu > 0 {
+            let matching = gpus.filter { gpu in
+                (resources.gpuName.map { gpu.name.lowercased().contains($0.lowercased()) } ?? true)
+                    && (resources.gpuMemory.map { gpu.memory >= $0 } ?? true)
+            }
+            if matching.count < resources.gpu {
+                var what = "\(resources.gpu) GPU\(resources.gpu == 1 ? "" : "s")"
+                if let name = resources.gpuName { what += " named \(name)" }
+                if let memory = resources.gpuMemory { what += " with \(formatBytes(memory))" }
+                return "\(what) (it has \(matching.count))"
+            }
+        }
+        if let cpu = resources.cpu, cpu > cpus { return "\(cpu) CPUs (it has \(cpus))" }
+        if let memory = resources.memory, memory > self.memory {
+            return "\(formatBytes(memory)) of memory (it has \(formatBytes(self.memory)))"
+        }
+        return nil
+    }
+}
+
+/// One GPU of a runner.
+public struct GPU: Sendable, Hashable, Codable {
+    /// Its index (what `CUDA_VISIBLE_DEVICES` names).
+    public var index: Int
+    /// Its model name.
+    public var name: String
+    /// Its memory in bytes.
+    public var memory: Int64
+
+    /// Creates a GPU description.
+    public init(index: Int, name: String, memory: Int64) {
+        self.index = index
+        self.name = name
+        self.memory = memory
+    }
+}
+
+/// Everything a runner needs to start one job.
+public struct JobLaunch: Sendable, Hashable, Codable {
+    /// The job's id (also its directory's name on the runner).
+    public var jobId: String
+    /// The commands, already substituted, each run in order by `/bin/sh -e`.
+    public var commands: [String]
+    /// The job's environment, beyond the runner's own.
+    public var environment: [String: String]
+    /// Where the commands start, relative to the repository root ("" for the root).
+    public var workingDir: String
+    /// A container image, if the job runs in one.
+    public var image: String?
+    /// The GPUs the job holds.
+    public var gpus: [Int]
+
+    /// Creates a launch description.
+    public init(jobId: String, commands: [String], environment: [String: String], workingDir: String,
+                image: String? = nil, gpus: [Int] = []) {
+        self.jobId = jobId
+        self.commands = commands
+        self.environment = environment
+        self.workingDir = workingDir
+        self.image = image
+        self.gpus = gpus
+    }
+
+    /// The script the runner runs: the commands in order, stopping at the first that fails.
+    public var script: String {
+        "set -e\n" + commands.joined(separator: "\n") + "\n"
+    }
+}
+
+/// How a job's process ended.
+public struct JobExit: Sendable, Hashable {
+    /// The exit code, when it exited.
+    public var code: Int32?
+    /// The signal, when one ended it.
+    public var signal: Int32?
+    /// Why, when it did not simply exit (`lost`, `stopped`, ...).
+    public var reason: String?
+
+    /// Creates an exit description.
+    public init(code: Int32?, signal: Int32? = nil, reason: String? = nil) {
+        self.code = code
+        self.signal = signal
+        self.reason = reason
+    }
+
+    /// True when the commands all succeeded.
+    public var succeeded: Bool { code == 0 && signal == nil && reason == nil }
+
+    /// In words: `exit code 3`, `killed by signal 9 (SIGKILL)`.
+    public var summary: String {
+        if let signal { return "killed by signal \(signal)\(signalName(signal).map { " (\($0))" } ?? "")" }
+        if let code { return "exit code \(code)" }
+        return reason ?? "unknown"
+    }
+}
+
+/// The usual name of a signal number.
+public func signalName(_ signal: Int32) -> String? {
+    let names: [Int32: String] = [1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV",
+                                  13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM"]
+    return names[signal]
+}
+
+/// A machine that runs jobs: this one (`LocalRunner`) or one reached over SSH.
+///
+/// Jobs run detached: they survive the coordinator. Each job lives in its own directory on the runner holding
+/// `repo/` (the code), `log`, `pid` and, once it ended, `exit`.
+public protocol Runner: Sendable {
+    /// The runner's name, as runs record it.
+    var name: String { get }
+
+    /// What it has: CPUs, memory, GPUs, slots.
+    func probe() async throws -> RunnerInfo
+
+    /// Makes sure the runner holds every object (file content, by hash) of the snapshot; returns how many it sent.
+    func sync(_ snapshot: Snapshot) async throws -> Int
+
+    /// Creates the job's directory and fills `repo/` with the snapshot's files, from the synced objects.
+    func prepare(jobId: String, snapshot: Snapshot) async throws
+
+    /// Copies the files under a local `staging` directory into the job's `repo/` (dependency artifacts).
+    func place(jobId: String, from staging: URL) async throws
+
+    /// Starts the job detached; returns once it is running.
+    func launch(_ job: JobLaunch) async throws
+
+    /// Delivers the job's log from byte `offset` as it grows, and returns how the job ended once it has.
+    func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit
+
+    /// A local directory holding the job's `repo/` files after it ran, from which artifacts are stored.
+    func artifactsDirectory(jobId: String, paths: [String]) async throws -> URL
+
+    /// Stops the job's processes (the whole process group), politely first.
+    func stop(jobId: String) async throws
+
+    /// Removes the job's directory (and any local staging copy).
+    func cleanup(jobId: String) async throws
+}
+
+/// Failures of a runner, in words a person can act on.
+public enum RunnerError: Error, Sendable, CustomStringConvertible {
+    /// The runner cannot be used (unreachable, misconfigured).
+    case unavailable(runner: String, reason: String)
+    /// Something failed while preparing, launching or collecting a job.
+    case job(jobId: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case .unavailable(let runner, let reason): return "runner '\(runner)' is unavailable: \(reason)"
+        case .job(let jobId, let reason): return "job '\(jobId)': \(reason)"
+        }
+    }
+}

@@ -1,0 +1,1 @@
+// The SSH module arrives in a following commit.

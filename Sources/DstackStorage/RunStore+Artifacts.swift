@@ -1,0 +1,107 @@
+import DstackModel
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension RunStore {
+    /// Stores the artifact `paths` found under `directory` for `cacheKey`: every file first, the manifest last.
+    ///
+    /// File modes are kept in the manifest. A symbolic link is kept when it points inside its artifact and refused
+    /// (nothing is stored) when it points outside. A missing path is refused too.
+    public func storeArtifacts(cacheKey: String, run: String, job: String, paths: [String],
+                               from directory: URL) async throws -> ArtifactManifest {
+        let files = try ArtifactScanner.scan(paths: paths, in: directory)
+        for file in files where file.link == nil && file.isDirectory != true {
+            try await storage.upload(from: directory.appendingPathComponent(file.path), to: artifactFileKey(cacheKey, file.path))
+        }
+        let manifest = ArtifactManifest(cacheKey: cacheKey, run: run, job: job, paths: paths, files: files, createdAt: Date())
+        try await storage.write(key("artifacts", cacheKey, "manifest.json"), data: encode(manifest))
+        return manifest
+    }
+
+    /// Places the stored artifacts of `manifest` under `directory`, with their modes and links.
+    public func downloadArtifacts(_ manifest: ArtifactManifest, into directory: URL) async throws {
+        let fm = FileManager.default
+        for file in manifest.files {
+            guard relativePathProblem(file.path) == nil else {
+                throw StorageError.refused("artifact path '\(file.path)' in manifest \(manifest.cacheKey) escapes its directory; refusing to place it")
+            }
+            let target = directory.appendingPathComponent(file.path)
+            try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
+            if file.isDirectory == true {
+                try fm.createDirectory(at: target, withIntermediateDirectories: true)
+            } else if let link = file.link {
+                try? fm.removeItem(at: target)
+                try fm.createSymbolicLink(atPath: target.path, withDestinationPath: link)
+                continue
+            } else {
+                try await storage.download(artifactFileKey(manifest.cacheKey, file.path), to: target)
+            }
+            chmod(target.path, mode_t(file.mode & 0o7777))
+        }
+    }
+}
+
+/// Walks artifact paths in a job directory and describes every entry, refusing links that leave the artifact.
+enum ArtifactScanner {
+    static func scan(paths: [String], in directory: URL) throws -> [ArtifactFile] {
+        var out: [ArtifactFile] = []
+        for path in paths {
+            let artifact = normalizedRelativePath(path)
+            try visit(artifact, artifactRoot: artifact, directory: directory, into: &out)
+        }
+        return out
+    }
+
+    private static func visit(_ relative: String, artifactRoot: String, directory: URL, into out: inout [ArtifactFile]) throws {
+        let full = directory.appendingPathComponent(relative).path
+        var info = stat()
+        guard lstat(full, &info) == 0 else {
+            if relative == artifactRoot {
+                throw StorageError.refused("artifact '\(artifactRoot)' was not produced: no such file or directory after the commands ran")
+            }
+            return
+        }
+        let mode = UInt32(info.st_mode) & 0o7777
+        switch info.st_mode & S_IFMT {
+        case S_IFLNK:
+            let target = try FileManager.default.destinationOfSymbolicLink(atPath: full)
+            guard linkStaysInside(link: relative, target: target, artifactRoot: artifactRoot) else {
+                throw StorageError.refused("artifact '\(artifactRoot)' holds a symbolic link '\(relative)' -> '\(target)' that points outside it; artifacts must be self-contained (copy the file in, or make the link relative inside '\(artifactRoot)')")
+            }
+            out.append(ArtifactFile(path: relative, size: 0, mode: mode, link: target))
+        case S_IFDIR:
+            let children = try FileManager.default.contentsOfDirectory(atPath: full).sorted()
+            if children.isEmpty || relative == artifactRoot {
+                out.append(ArtifactFile(path: relative, size: 0, mode: mode, isDirectory: true))
+            }
+            for child in children {
+                try visit(relative + "/" + child, artifactRoot: artifactRoot, directory: directory, into: &out)
+            }
+        case S_IFREG:
+            out.append(ArtifactFile(path: relative, size: Int64(info.st_size), mode: mode))
+        default:
+            throw StorageError.refused("artifact '\(artifactRoot)' holds '\(relative)', which is neither a file, a directory nor a link")
+        }
+    }
+
+    /// True when a link at `link` (relative to the repository) pointing to `target` resolves inside `artifactRoot`.
+    static func linkStaysInside(link: String, target: String, artifactRoot: String) -> Bool {
+        if target.hasPrefix("/") { return false }
+        var parts = link.split(separator: "/").dropLast().map(String.init)
+        for component in target.split(separator: "/") {
+            switch component {
+            case ".": continue
+            case "..":
+                if parts.isEmpty { return false }
+                parts.removeLast()
+            default: parts.append(String(component))
+            }
+        }
+        let resolved = parts.joined(separator: "/")
+        return resolved == artifactRoot || resolved.hasPrefix(artifactRoot + "/")
+    }
+}

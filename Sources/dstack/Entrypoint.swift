@@ -1,0 +1,8 @@
+import DstackCLI
+
+@main
+struct Entrypoint {
+    static func main() async {
+        await DstackCommand.main()
+    }
+}
