@@ -1,1 +1,0 @@
-// The SSH module arrives in a following commit.

@@ -1,0 +1,81 @@
+import Foundation
+
+/// Where and how to connect: address, user, keys, host-key policy and timeouts.
+public struct SSHOptions: Sendable {
+    /// The host name or address to connect to (already resolved from any ~/.ssh/config alias).
+    public var host: String
+    /// The TCP port of the server's sshd.
+    public var port: Int
+    /// The user to log in as.
+    public var user: String
+    /// Private key files to try after the agent, in order (a `.pub` beside each is used when present).
+    public var identityFiles: [String]
+    /// The passphrase for encrypted identity files (the caller takes it from `$DSTACK_SSH_PASSPHRASE`).
+    public var passphrase: String?
+    /// The ssh-agent socket to try first; nil means no agent.
+    public var agentSocket: String?
+    /// The known_hosts file that host keys are checked against.
+    public var knownHostsFile: String
+    /// Whether an unknown host key is accepted and recorded in `knownHostsFile` (a changed key never is).
+    public var acceptNewHostKeys: Bool
+    /// The longest time that the TCP connection, handshake and authentication may take together.
+    public var connectTimeout: Duration
+    /// How long an exec or transfer may see no data before it fails; nil waits forever.
+    public var idleTimeout: Duration?
+    /// How often a keepalive is sent; after three unanswered intervals the connection counts as lost.
+    public var keepaliveInterval: Duration
+    /// The most channels (execs, transfers) open at once; more wait their turn (sshd's MaxSessions is 10).
+    public var maxChannels: Int
+
+    /// Options with the usual defaults: the agent from `$SSH_AUTH_SOCK`, ~/.ssh keys that exist, ~/.ssh/known_hosts.
+    public init(
+        host: String,
+        port: Int = 22,
+        user: String? = nil,
+        identityFiles: [String]? = nil,
+        passphrase: String? = nil,
+        agentSocket: String? = ProcessInfo.processInfo.environment["SSH_AUTH_SOCK"],
+        knownHostsFile: String = "~/.ssh/known_hosts",
+        acceptNewHostKeys: Bool = false,
+        connectTimeout: Duration = .seconds(10),
+        idleTimeout: Duration? = .seconds(300),
+        keepaliveInterval: Duration = .seconds(15),
+        maxChannels: Int = 8
+    ) {
+        self.host = host
+        self.port = port
+        self.user = user ?? Self.currentUser()
+        self.identityFiles = identityFiles ?? Self.defaultIdentityFiles()
+        self.passphrase = passphrase
+        self.agentSocket = agentSocket.flatMap { $0.isEmpty ? nil : $0 }
+        self.knownHostsFile = knownHostsFile
+        self.acceptNewHostKeys = acceptNewHostKeys
+        self.connectTimeout = connectTimeout
+        self.idleTimeout = idleTimeout
+        self.keepaliveInterval = keepaliveInterval
+        self.maxChannels = max(1, maxChannels)
+    }
+
+    /// How the host appears in known_hosts and in messages: `host` on port 22, `[host]:port` otherwise.
+    public var hostKeyName: String { KnownHosts.lookupName(host: host, port: port) }
+
+    /// The login name of the user running this process.
+    static func currentUser() -> String {
+        if let user = ProcessInfo.processInfo.environment["USER"], !user.isEmpty { return user }
+        return NSUserName()
+    }
+
+    /// The private keys OpenSSH would try by default, those of them that exist.
+    static func defaultIdentityFiles() -> [String] {
+        ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"].filter {
+            FileManager.default.fileExists(atPath: expandTilde($0))
+        }
+    }
+}
+
+/// The path with a leading `~` replaced by the home directory.
+func expandTilde(_ path: String) -> String {
+    guard path == "~" || path.hasPrefix("~/") else { return path }
+    let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
+    return home + path.dropFirst()
+}
