@@ -53,8 +53,9 @@ extension Project {
             case "image": image = r.string(value, what: "'image'")
             case "depends-on":
                 for item in r.stringList(value, what: "'depends-on'") ?? [] {
-                    let parts = item.value.split(separator: ":", maxSplits: 1).map(String.init)
-                    if parts.isEmpty || parts[0].isEmpty || (parts.count == 2 && parts[1].isEmpty) {
+                    let parts = item.value.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+                        .map(String.init)
+                    if parts[0].isEmpty || (parts.count == 2 && !Template.isValidName(parts[1])) {
                         r.error(item.mark, "'\(item.value)' is not a dependency; write a workflow name or 'workflow:tag'")
                         continue
                     }

@@ -23,7 +23,7 @@ struct ShellContext: Sendable {
         /// A backtick substitution: its text, once unescaped, is read by `inner`. `quoted` when it stands
         /// inside "...", where `\"` is unescaped too.
         case backtick(inner: ShellContext, quoted: Bool)
-        /// Inside `$(( ))` or `(( ))`, up to the first unmatched `)`.
+        /// Inside `$(( ))` or `(( ))` (a nested subshell to dash), up to the first unmatched `)`.
         case arithmetic(parens: Int)
         /// Inside '...'.
         case single
@@ -243,8 +243,18 @@ extension ShellContext {
     private func quote(_ value: String) -> String {
         var text: String
         switch current {
-        case .command, .arithmetic:
+        case .command:
             text = shellQuote(value)
+        case .arithmetic:
+            // Arithmetic expands `$( )` even inside single quotes, and bash's `((` is a subshell to dash, so
+            // only a whole number goes in as written. Anything else becomes an inert word that starts with
+            // '@', which both shells refuse as an operand before evaluating any of it.
+            let digits = value.first == "-" || value.first == "+" ? value.dropFirst() : Substring(value)
+            if !digits.isEmpty, digits.allSatisfy({ $0.isASCII && $0.isNumber }) {
+                text = value
+            } else {
+                text = "@" + shellQuote(Self.escaping(value, "$`\\"))
+            }
         case .comment:
             // Only a newline matters in a comment; quoting too keeps the value data if the comment was misjudged.
             text = shellQuote(value.replacingOccurrences(of: "\n", with: " "))

@@ -81,7 +81,10 @@ public struct Template: Sendable, Hashable {
     /// `$( )` or backticks, it becomes a single-quoted word; inside "..." the characters special there are
     /// backslash-escaped; inside '...' each `'` is closed, escaped and reopened; in a here-document body `$`,
     /// backticks and backslashes are escaped. A value can therefore never end a quote early and run as code.
-    /// A backslash written just before a reference has no effect on the value.
+    /// A backslash written just before a reference has no effect on the value. Where the shell cannot carry a
+    /// value exactly, it is changed rather than run: in arithmetic anything but a whole number becomes a syntax
+    /// error, in a comment newlines become spaces, and in a quoted here-document a line equal to the
+    /// delimiter gets a leading space.
     public func renderShell(_ values: [String: String]) -> String {
         var out = ""
         var context = ShellContext()

@@ -49,15 +49,22 @@ public struct SourceFile: Sendable, Hashable {
         self.text = text
     }
 
-    /// The 1-based `line` of the text, without its newline; nil past the end.
+    /// The 1-based `line` of the text, without its line break; nil past the end.
+    ///
+    /// Lines break where libyaml breaks them: LF, CRLF, CR, NEL, LS and PS. (Swift reads CRLF as one
+    /// `Character`, so splitting on "\n" alone would miss it.)
     public func line(_ line: Int) -> String? {
         guard line >= 1 else { return nil }
         var current = 1
-        for sub in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if current == line { return String(sub.hasSuffix("\r") ? sub.dropLast() : sub) }
+        for sub in text.split(omittingEmptySubsequences: false, whereSeparator: Self.isLineBreak) {
+            if current == line { return String(sub) }
             current += 1
         }
         return nil
+    }
+
+    private static func isLineBreak(_ ch: Character) -> Bool {
+        ch == "\n" || ch == "\r\n" || ch == "\r" || ch == "\u{85}" || ch == "\u{2028}" || ch == "\u{2029}"
     }
 }
 
