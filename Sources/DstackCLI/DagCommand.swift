@@ -59,11 +59,15 @@ enum DagRenderer {
         case .text:
             let width = min(40, plan.jobs.map(\.workflow.count).max() ?? 0)
             for job in plan.jobs {
-                var line = job.workflow.padding(toLength: max(width, job.workflow.count), withPad: " ", startingAt: 0)
-                line += job.cached != nil ? "  cached" : "  run   "
+                var line = job.workflow
+                if job.workflow.count < width { line += String(repeating: " ", count: width - job.workflow.count) }
                 let deps = job.dependsOn + job.tagDependencies.map { "\($0.workflow):\($0.tag) (run \($0.run))" }
-                if !deps.isEmpty { line += "  <- " + deps.joined(separator: ", ") }
-                lines.append(line.trimmingCharacters(in: .whitespaces))
+                if deps.isEmpty {
+                    line += job.cached != nil ? "  cached" : "  run"
+                } else {
+                    line += (job.cached != nil ? "  cached" : "  run   ") + "  <- " + deps.joined(separator: ", ")
+                }
+                lines.append(line)
             }
             let cached = plan.jobs.filter { $0.cached != nil }.count
             lines.append("\(plan.jobs.count) job\(plan.jobs.count == 1 ? "" : "s"), \(cached) cached, \(plan.jobs.count - cached) to run")

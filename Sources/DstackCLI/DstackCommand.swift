@@ -32,7 +32,7 @@ public struct DstackCommand: AsyncParsableCommand {
                 Terminal.out(help)
                 Foundation.exit(0)
             }
-            var command = try parseAsRoot(Run.hoistingOptions(Array(CommandLine.arguments.dropFirst())))
+            var command = try parseAsRoot(Run.hoistingOptions(movingGlobalOptions(Array(CommandLine.arguments.dropFirst()))))
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -70,6 +70,26 @@ public struct DstackCommand: AsyncParsableCommand {
         default: return nil
         }
     }
+}
+
+/// Lets global options stand before the subcommand (`dstack -C dir run train`), where ArgumentParser expects them
+/// after it, by moving them to the end of the line.
+func movingGlobalOptions(_ arguments: [String]) -> [String] {
+    let arity = ["-C": 1, "--storage": 1, "--hosts": 1, "-v": 0, "--verbose": 0]
+    var leading: [String] = []
+    var i = 0
+    while i < arguments.count {
+        let name = arguments[i].split(separator: "=", maxSplits: 1).first.map(String.init) ?? arguments[i]
+        guard let n = arity[name] else { break }
+        leading.append(arguments[i])
+        if n == 1, !arguments[i].contains("="), i + 1 < arguments.count {
+            leading.append(arguments[i + 1])
+            i += 1
+        }
+        i += 1
+    }
+    if leading.isEmpty { return arguments }
+    return Array(arguments[i...]) + leading
 }
 
 /// Ends the program with a given status without printing anything more.

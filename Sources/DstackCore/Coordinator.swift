@@ -24,6 +24,7 @@ public actor Coordinator {
     var version = 0
     var savedVersion = 0
     var dirtyJobs: Set<String> = []
+    var runWrittenAt = Date.distantPast
 
     /// Creates a coordinator for `run`, whose jobs are described by `plan`.
     public init(store: RunStore, runner: any Runner, snapshot: Snapshot, plan: Plan, run: RunRecord,
@@ -60,7 +61,7 @@ public actor Coordinator {
                 sink.emit(.cached(workflow: job.workflow, from: entry))
             }
         }
-        await persist()
+        await persist(force: true)
 
         let heartbeat = Task { [weak self] in
             while !Task.isCancelled {
@@ -83,7 +84,7 @@ public actor Coordinator {
         run.status = RunState.of(run.jobs.map(\.status), stopRequested: stopRequested)
         run.finishedAt = Date()
         run.coordinator = nil
-        await persist()
+        await persist(force: true)
         return run
     }
 
@@ -93,7 +94,7 @@ public actor Coordinator {
         if !stopRequested, (try? await store.stopRequested(run.name)) == true {
             await requestStop()
         }
-        await persist()
+        await persist(force: true)
     }
 
     private func index(_ workflow: String) -> Int? {
@@ -106,9 +107,10 @@ public actor Coordinator {
         dirtyJobs.insert(workflow)
     }
 
-    /// Writes the run record (and changed job records); returns once a write that includes the current state is
-    /// done. Concurrent callers coalesce into few writes, and writes never go out of order.
-    private func persist() async {
+    /// Writes the changed job records, and the run record when `force` or half a second has passed (the heartbeat
+    /// forces it every second), so a 200-job run does not rewrite a large `run.json` for every state change.
+    /// Returns once a write that includes the current state is done; writes never go out of order.
+    private func persist(force: Bool = false) async {
         version += 1
         let mine = version
         while savedVersion < mine {
@@ -125,7 +127,10 @@ public actor Coordinator {
                 for job in snapshot.jobs where jobs.contains(job.workflow) {
                     try await store.saveJob(job, run: snapshot.name)
                 }
-                try await store.saveRun(snapshot)
+                if force || Date().timeIntervalSince(runWrittenAt) >= 0.5 {
+                    runWrittenAt = Date()
+                    try await store.saveRun(snapshot)
+                }
             } catch {
                 logger.error("cannot save run record: \(error)")
                 sink.emit(.notice("warning: cannot save the run record: \(error)"))

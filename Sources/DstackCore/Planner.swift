@@ -21,20 +21,23 @@ public struct Planner: Sendable {
             throw ConfigError(message: "unknown workflow '\(target)'\(didYouMean(target, project.workflowNames)); 'dstack run --help' lists them")
         }
         var order: [Workflow] = []
-        var seen = Set<String>()
-        // Iterative depth-first post-order, so deep chains cannot overflow the stack.
-        var stack: [(Workflow, Int)] = [(project.workflow(named: target)!, 0)]
-        seen.insert(target)
-        while let (wf, next) = stack.last {
-            let deps = wf.dependsOn.filter { $0.tag == nil }
+        var seen: Set<String> = [target]
+        // Iterative depth-first post-order over names (no struct copies on the stack), so deep chains cannot
+        // overflow the stack and 10,000-job plans stay fast.
+        var stack: [(name: String, next: Int)] = [(target, 0)]
+        while let top = stack.last {
+            let deps = project.workflow(named: top.name)!.dependsOn
+            var next = top.next
+            while next < deps.count, deps[next].tag != nil || seen.contains(deps[next].workflow)
+                    || project.workflow(named: deps[next].workflow) == nil {
+                next += 1
+            }
             if next < deps.count {
-                stack[stack.count - 1].1 += 1
-                let name = deps[next].workflow
-                if seen.insert(name).inserted, let dep = project.workflow(named: name) {
-                    stack.append((dep, 0))
-                }
+                stack[stack.count - 1].next = next + 1
+                seen.insert(deps[next].workflow)
+                stack.append((deps[next].workflow, 0))
             } else {
-                order.append(wf)
+                order.append(project.workflow(named: top.name)!)
                 stack.removeLast()
             }
         }
