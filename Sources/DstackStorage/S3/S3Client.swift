@@ -1,0 +1,179 @@
+// HTTP goes through Foundation's URLSession (FoundationNetworking on Linux, libcurl underneath), not AsyncHTTPClient
+// or another package: it ships with every toolchain, so it adds nothing to the build time, and besides plain async
+// requests it has what S3 downloads need, a download task that streams the body straight into a file.
+import Foundation
+import Logging
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Knobs of the S3 client; the defaults are the product's, tests shrink them.
+struct S3Tuning: Sendable {
+    /// Attempts per request, the first included, before a retryable failure is reported.
+    var maxAttempts = 4
+    /// The first backoff delay; each retry waits up to twice as long as the one before (with jitter).
+    var baseDelay: Duration = .milliseconds(250)
+    /// The smallest multipart part, and the size up to which a file goes in one PUT.
+    var minimumPartSize = 8 * 1024 * 1024
+    /// The largest part chosen while a file fits in 10,000 parts of this size.
+    var maximumPartSize = 64 * 1024 * 1024
+    /// Parts uploaded at the same time.
+    var partsInFlight = 4
+    /// Called before each part is sent (part numbers start at 1); tests throw from it to make an upload fail.
+    var beforePart: (@Sendable (Int) async throws -> Void)?
+}
+
+/// One S3 request before signing.
+struct S3Request: Sendable {
+    /// The HTTP method.
+    var method: String
+    /// The full object key (storage prefix included); nil for a request on the bucket itself.
+    var key: String?
+    /// Decoded query parameters.
+    var query: [(name: String, value: String)] = []
+    /// Extra headers, signed but for `Content-Type` (`If-None-Match`, `Content-MD5`...).
+    var headers: [(name: String, value: String)] = []
+    /// The body.
+    var body: S3Body = .empty
+    /// Whether a successful response body goes to a temporary file.
+    var toFile = false
+}
+
+/// Signs, sends and retries S3 requests, and turns failures into `StorageError`s a person can act on.
+final class S3Client: Sendable {
+    /// Bucket, prefix, credentials, region and endpoint.
+    let configuration: S3Configuration
+    let tuning: S3Tuning
+    let logger: Logger
+    private let transport: any S3Transport
+    private let signer: SigV4Signer
+
+    /// Creates a client; `transport` defaults to URLSession.
+    init(configuration: S3Configuration, tuning: S3Tuning, logger: Logger, transport: (any S3Transport)? = nil) {
+        self.configuration = configuration
+        self.tuning = tuning
+        self.logger = logger
+        self.transport = transport ?? URLSessionTransport()
+        signer = .s3(credentials: configuration.credentials, region: configuration.region)
+    }
+
+    /// Sends `request`, retrying throttling, server errors and dropped connections with exponential backoff.
+    ///
+    /// Returns any 2xx response, and any response whose S3 error code is in `accepting` (`NoSuchKey`,
+    /// `PreconditionFailed`...); every other outcome is thrown as a `StorageError`.
+    func send(_ request: S3Request, accepting: Set<String> = []) async throws -> S3HTTPResponse {
+        let what = "\(request.method) \(describe(request.key))"
+        var attempt = 0
+        while true {
+            attempt += 1
+            try Task.checkCancellation()
+            let started = ContinuousClock.now
+            let urlRequest = signed(request)
+            let response: S3HTTPResponse
+            do {
+                response = try await transport.send(urlRequest, body: request.body, toFile: request.toFile)
+            } catch let error as URLError where error.code == .cancelled {
+                throw CancellationError()
+            } catch let error as URLError {
+                if Self.isTransient(error), attempt < tuning.maxAttempts {
+                    logger.warning("s3: \(what): \(Self.describe(error)); retrying (attempt \(attempt + 1) of \(tuning.maxAttempts))")
+                    try await backoff(attempt)
+                    continue
+                }
+                throw unreachable(error, attempts: attempt)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                throw unusable("\(what) failed: \(error)")
+            }
+            let failure = (200..<300).contains(response.status) ? nil : S3ErrorInfo(response)
+            logger.debug("s3: \(what) -> \(response.status)\(failure.map { " \($0.code)" } ?? "") in \(ContinuousClock.now - started)")
+            guard let failure else { return response }
+            if accepting.contains(failure.code) { return response }
+            if failure.isRetryable, attempt < tuning.maxAttempts {
+                logger.warning("s3: \(what) -> \(response.status) \(failure.code); retrying (attempt \(attempt + 1) of \(tuning.maxAttempts))")
+                try await backoff(attempt)
+                continue
+            }
+            throw self.failure(failure, request: request, attempts: attempt)
+        }
+    }
+
+    /// A `StorageError.unusable` for this storage, with any secret scrubbed from the reason.
+    func unusable(_ reason: String) -> StorageError {
+        var reason = reason
+        for secret in [configuration.credentials.secretAccessKey, configuration.credentials.sessionToken ?? ""]
+        where secret.count >= 4 {
+            reason = reason.replacingOccurrences(of: secret, with: "<redacted>")
+        }
+        return .unusable(location: configuration.location, reason: reason)
+    }
+
+    /// `'key'` for an object, `bucket 'name'` for the bucket, for messages.
+    func describe(_ key: String?) -> String {
+        key.map { "'\($0)'" } ?? "bucket '\(configuration.bucket)'"
+    }
+
+    // MARK: - Building and signing
+
+    /// The URL, host and decoded path that `request` goes to (path-style for an endpoint override).
+    func target(_ request: S3Request) -> (url: URL, host: String, path: String) {
+        let bucket = configuration.bucket
+        let scheme: String
+        var host: String
+        var path: String
+        if let endpoint = configuration.endpoint {
+            scheme = endpoint.scheme?.lowercased() ?? "http"
+            host = endpoint.host ?? "localhost"
+            if host.contains(":") { host = "[\(host)]" }
+            if let port = endpoint.port, port != (scheme == "https" ? 443 : 80) { host += ":\(port)" }
+            let base = endpoint.path.hasSuffix("/") ? String(endpoint.path.dropLast()) : endpoint.path
+            path = base + "/" + bucket + (request.key.map { "/" + $0 } ?? "")
+        } else if bucket.contains(".") {
+            // Virtual-hosted names with dots do not match AWS's TLS certificate.
+            scheme = "https"
+            host = "s3.\(configuration.region).amazonaws.com"
+            path = "/" + bucket + (request.key.map { "/" + $0 } ?? "")
+        } else {
+            scheme = "https"
+            host = "\(bucket).s3.\(configuration.region).amazonaws.com"
+            path = "/" + (request.key ?? "")
+        }
+        let query = request.query.isEmpty ? "" : "?" + SigV4.canonicalQuery(request.query)
+        let url = URL(string: "\(scheme)://\(host)\(SigV4.encodePath(path))\(query)")!
+        return (url, host, path)
+    }
+
+    private func signed(_ request: S3Request) -> URLRequest {
+        let (url, host, path) = target(request)
+        // Every body is in memory (at most one part), so it is always signed rather than sent UNSIGNED-PAYLOAD.
+        let payloadHash: String
+        switch request.body {
+        case .empty: payloadHash = SigV4.emptyPayloadHash
+        case .data(let data): payloadHash = SigV4.hexSHA256(data)
+        }
+        let signature = signer.sign(
+            SigV4Request(
+                method: request.method, path: path, query: request.query,
+                // Content-Type stays unsigned: libcurl may rewrite it, and S3 does not ask for it.
+                headers: [("host", host)] + request.headers.filter { $0.name.lowercased() != "content-type" },
+                payloadHash: payloadHash),
+            at: Date())
+        var urlRequest = URLRequest(url: url)
+        urlRequest.httpMethod = request.method
+        for (name, value) in request.headers + signature.addedHeaders {
+            urlRequest.setValue(value, forHTTPHeaderField: name)
+        }
+        if case .empty = request.body {
+        } else if urlRequest.value(forHTTPHeaderField: "Content-Type") == nil {
+            // Otherwise libcurl labels every body as a submitted form.
+            urlRequest.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
+        }
+        return urlRequest
+    }
+
+    private func backoff(_ attempt: Int) async throws {
+        let ceiling = tuning.baseDelay * (1 << min(attempt - 1, 16))
+        try await Task.sleep(for: ceiling / 2 + ceiling / 2 * Double.random(in: 0...1))
+    }
+}

@@ -1,0 +1,117 @@
+import Foundation
+
+extension S3Storage {
+    /// The part size for a file: the minimum, grown (in whole MiB) until the file fits in 10,000 parts.
+    static func partSize(forFileSize size: Int64, tuning: S3Tuning) -> Int {
+        let mib: Int64 = 1024 * 1024
+        let needed = (size + 9_999) / 10_000
+        let rounded = (needed + mib - 1) / mib * mib
+        return Int(max(Int64(tuning.minimumPartSize), rounded))
+    }
+
+    /// Uploads a large file in parts, a few at a time, each read from the file when it is sent.
+    ///
+    /// Memory stays near `partsInFlight × partSize` (32 MiB with the default 8 MiB parts). Any failure, and
+    /// cancellation, aborts the upload so that the bucket keeps no orphan parts.
+    func uploadMultipart(file: URL, size: Int64, fullKey: String) async throws {
+        let tuning = client.tuning
+        let partSize = Self.partSize(forFileSize: size, tuning: tuning)
+        let partCount = Int((size + Int64(partSize) - 1) / Int64(partSize))
+        // Bigger parts (files past 80 GB) mean fewer at once, so that memory stays within max(64 MiB, one part).
+        let inFlight = max(1, min(tuning.partsInFlight, tuning.maximumPartSize / partSize))
+
+        let started = try await client.send(S3Request(method: "POST", key: fullKey, query: [("uploads", "")]))
+        guard let uploadId = S3XMLElement.parse(started.body)?.text(of: "UploadId"), !uploadId.isEmpty else {
+            throw client.unusable("starting a multipart upload of \(client.describe(fullKey)) returned no upload id")
+        }
+        client.logger.debug(
+            "s3: uploading '\(fullKey)' in \(partCount) parts of \(partSize) bytes, \(min(inFlight, partCount)) at a time")
+
+        do {
+            let upload = { @Sendable (number: Int) async throws -> (Int, String) in
+                try await self.uploadPart(number, of: file, partSize: partSize, size: size, fullKey: fullKey, uploadId: uploadId)
+            }
+            let etags = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                var next = 1
+                var etags: [Int: String] = [:]
+                while next <= min(inFlight, partCount) {
+                    group.addTask { [next] in try await upload(next) }
+                    next += 1
+                }
+                while let (number, etag) = try await group.next() {
+                    etags[number] = etag
+                    if next <= partCount {
+                        group.addTask { [next] in try await upload(next) }
+                        next += 1
+                    }
+                }
+                return etags
+            }
+            try await complete(fullKey: fullKey, uploadId: uploadId, etags: etags)
+        } catch {
+            // Detached, so that a cancelled upload still gets its abort request through.
+            let client = self.client
+            await Task.detached {
+                do {
+                    _ = try await client.send(
+                        S3Request(method: "DELETE", key: fullKey, query: [("uploadId", uploadId)]),
+                        accepting: ["NoSuchUpload"])
+                } catch {
+                    client.logger.warning("s3: could not abort the multipart upload of '\(fullKey)': \(error)")
+                }
+            }.value
+            throw error
+        }
+    }
+
+    private func uploadPart(
+        _ number: Int, of file: URL, partSize: Int, size: Int64, fullKey: String, uploadId: String
+    ) async throws -> (Int, String) {
+        try await client.tuning.beforePart?(number)
+        let offset = Int64(number - 1) * Int64(partSize)
+        let length = Int(min(Int64(partSize), size - offset))
+        let data: Data
+        do {
+            let handle = try FileHandle(forReadingFrom: file)
+            defer { try? handle.close() }
+            try handle.seek(toOffset: UInt64(offset))
+            data = try handle.read(upToCount: length) ?? Data()
+        } catch {
+            throw StorageError.refused("cannot read '\(file.path)' to upload it: \(error.localizedDescription)")
+        }
+        guard data.count == length else {
+            throw StorageError.refused("'\(file.path)' changed while it was being uploaded; upload it again")
+        }
+        let response = try await client.send(
+            S3Request(
+                method: "PUT", key: fullKey, query: [("partNumber", "\(number)"), ("uploadId", uploadId)],
+                body: .data(data)))
+        guard let etag = response.headers["etag"] else {
+            throw client.unusable("part \(number) of \(client.describe(fullKey)) was stored without an ETag")
+        }
+        return (number, etag)
+    }
+
+    private func complete(fullKey: String, uploadId: String, etags: [Int: String]) async throws {
+        let parts = etags.keys.sorted().map {
+            "<Part><PartNumber>\($0)</PartNumber><ETag>\(S3XMLElement.escape(etags[$0]!))</ETag></Part>"
+        }.joined()
+        let document = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\(parts)</CompleteMultipartUpload>"
+        let request = S3Request(
+            method: "POST", key: fullKey, query: [("uploadId", uploadId)],
+            headers: [("Content-Type", "application/xml")], body: .data(Data(document.utf8)))
+        let response = try await client.send(request)
+        // S3 may answer 200 and still report a failure in the body.
+        if S3XMLElement.parse(response.body)?.name == "Error" {
+            throw client.failure(S3ErrorInfo(response), request: request, attempts: 1)
+        }
+    }
+
+    /// The keys of the multipart uploads in progress under a bucket prefix (to check that none are left behind).
+    func multipartUploads(underFullPrefix prefix: String) async throws -> [String] {
+        let response = try await client.send(
+            S3Request(method: "GET", key: nil, query: [("uploads", ""), ("prefix", prefix)]))
+        let listing = S3XMLElement.parse(response.body)
+        return listing?.children("Upload").compactMap { $0.text(of: "Key") } ?? []
+    }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import Testing
+
+@testable import DstackStorage
+
+/// One case of AWS's SigV4 test suite, read from `Fixtures/sigv4/<name>/`.
+struct SigV4Case: CustomTestStringConvertible {
+    struct Context: Decodable {
+        struct Credentials: Decodable {
+            var access_key_id: String
+            var secret_access_key: String
+            var token: String?
+        }
+        var credentials: Credentials
+        var region: String
+        var service: String
+        var timestamp: String
+        var normalize: Bool
+        var sign_body: Bool
+        var omit_session_token: Bool?
+    }
+
+    static let folder = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/sigv4")
+
+    /// Every case folder in the fixtures.
+    static let names: [String] = {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+        return entries.filter { !$0.contains(".") && $0 != "LICENSE" }.sorted()
+    }()
+
+    var name: String
+    var testDescription: String { name }
+
+    func text(_ file: String) throws -> String {
+        try String(contentsOf: Self.folder.appendingPathComponent(name).appendingPathComponent(file), encoding: .utf8)
+    }
+
+    /// The request, context and signer the case describes.
+    func load() throws -> (request: SigV4Request, signer: SigV4Signer, date: Date) {
+        let context = try JSONDecoder().decode(Context.self, from: Data(try text("context.json").utf8))
+        var lines = try text("request.txt").components(separatedBy: "\n")
+        let requestLine = lines.removeFirst()
+        let method = String(requestLine.prefix { $0 != " " })
+        let target = String(requestLine.dropFirst(method.count + 1).dropLast(" HTTP/1.1".count))
+        var headers: [(name: String, value: String)] = []
+        while let line = lines.first, !line.isEmpty {
+            lines.removeFirst()
+            if line.first == " " || line.first == "\t" {
+                headers[headers.count - 1].value += "\n" + line  // a folded (multi-line) value
+            } else if let colon = line.firstIndex(of: ":") {
+                headers.append((String(line[..<colon]), String(line[line.index(after: colon)...])))
+            }
+        }
+        let body = Data(lines.dropFirst().joined(separator: "\n").utf8)
+        let parts = target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let query: [(name: String, value: String)] = parts.count < 2 ? [] : parts[1].split(separator: "&").map { pair in
+            let nameValue = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let decode = { (s: Substring) in s.removingPercentEncoding ?? String(s) }
+            return (decode(nameValue[0]), nameValue.count > 1 ? decode(nameValue[1]) : "")
+        }
+        let credentials = AWSCredentials(
+            accessKeyId: context.credentials.access_key_id,
+            secretAccessKey: context.credentials.secret_access_key,
+            sessionToken: context.credentials.token)
+        let signer = SigV4Signer(
+            credentials: credentials, region: context.region, service: context.service,
+            normalizePath: context.normalize, signSessionToken: !(context.omit_session_token ?? false),
+            sendsContentSHA256: context.sign_body)
+        let request = SigV4Request(
+            method: method, path: String(parts[0]).removingPercentEncoding ?? String(parts[0]), query: query,
+            headers: headers, payloadHash: SigV4.hexSHA256(body))
+        return (request, signer, try Date(context.timestamp, strategy: .iso8601))
+    }
+}
+
+@Suite("S3 SigV4: AWS's published test vectors and S3 examples")
+struct S3SigV4Tests {
+    @Test("the fixtures are there")
+    func fixturesExist() {
+        #expect(SigV4Case.names.count >= 30)
+    }
+
+    @Test("canonical request, string to sign and Authorization match", arguments: SigV4Case.names.map(SigV4Case.init))
+    func vector(_ testCase: SigV4Case) throws {
+        let (request, signer, date) = try testCase.load()
+        let signature = signer.sign(request, at: date)
+
+        #expect(signature.canonicalRequest == (try testCase.text("header-canonical-request.txt")))
+        #expect(signature.stringToSign == (try testCase.text("header-string-to-sign.txt")))
+        #expect(signature.signature == (try testCase.text("header-signature.txt")).trimmingCharacters(in: .whitespacesAndNewlines))
+        let signedRequest = try testCase.text("header-signed-request.txt")
+        let expectedAuthorization = signedRequest.components(separatedBy: "\n")
+            .first { $0.hasPrefix("Authorization:") }.map { String($0.dropFirst("Authorization:".count)) }
+        #expect(signature.authorization == expectedAuthorization)
+        // Whatever the request carries must be sent too: the token, signed or not, and the date.
+        for line in signedRequest.components(separatedBy: "\n") where line.hasPrefix("X-Amz-") {
+            let name = String(line.prefix { $0 != ":" })
+            #expect(signature.addedHeaders.contains { $0.name == name && name + ":" + $0.value == line })
+        }
+    }
+
+    /// The worked examples of AWS's S3 documentation ("Signature calculations for the Authorization header").
+    @Test("S3's documented examples: GET with Range, PUT with a '$' key, ListObjects, ?lifecycle")
+    func s3DocumentationExamples() throws {
+        let signer = SigV4Signer.s3(
+            credentials: AWSCredentials(
+                accessKeyId: "AKIAIOSFODNN7EXAMPLE", secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            region: "us-east-1")
+        let date = try Date("2013-05-24T00:00:00Z", strategy: .iso8601)
+        let host = ("host", "examplebucket.s3.amazonaws.com")
+        let empty = SigV4.emptyPayloadHash
+
+        let get = signer.sign(
+            SigV4Request(method: "GET", path: "/test.txt", headers: [host, ("Range", "bytes=0-9")], payloadHash: empty),
+            at: date)
+        #expect(get.signature == "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
+        #expect(get.canonicalRequest.contains("\nhost;range;x-amz-content-sha256;x-amz-date\n"))
+
+        let body = Data("Welcome to Amazon S3.".utf8)
+        let put = signer.sign(
+            SigV4Request(
+                method: "PUT", path: "/test$file.text",
+                headers: [host, ("Date", "Fri, 24 May 2013 00:00:00 GMT"), ("x-amz-storage-class", "REDUCED_REDUNDANCY")],
+                payloadHash: SigV4.hexSHA256(body)),
+            at: date)
+        #expect(put.canonicalRequest.hasPrefix("PUT\n/test%24file.text\n"))
+        #expect(put.signature == "98ad721746da40c64f1a55b78f14c238d841ea1380cd77a1b5971af0ece108bd")
+
+        let list = signer.sign(
+            SigV4Request(method: "GET", path: "/", query: [("prefix", "J"), ("max-keys", "2")], headers: [host], payloadHash: empty),
+            at: date)
+        #expect(list.signature == "34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7")
+
+        let lifecycle = signer.sign(
+            SigV4Request(method: "GET", path: "/", query: [("lifecycle", "")], headers: [host], payloadHash: empty),
+            at: date)
+        #expect(lifecycle.canonicalRequest.contains("\nlifecycle=\n"))
+        #expect(lifecycle.signature == "fea454ca298b7da1c68078a5d1bdbfbbe0d65c699e0f91ac7a200a0136783543")
+        #expect(lifecycle.addedHeaders.map(\.name) == ["X-Amz-Date", "x-amz-content-sha256", "Authorization"])
+    }
+
+    @Test("keys are encoded once, keeping '/' and the unreserved characters")
+    func pathEncoding() {
+        #expect(SigV4.encodePath("/b/proj/runs/a b+c/ሴ~.-_") == "/b/proj/runs/a%20b%2Bc/%E1%88%B4~.-_")
+        #expect(SigV4.encode("a/b=c&d") == "a%2Fb%3Dc%26d")
+        #expect(SigV4.canonicalQuery([("prefix", "p/q r"), ("list-type", "2"), ("a", "2"), ("a", "1")])
+            == "a=1&a=2&list-type=2&prefix=p%2Fq%20r")
+    }
+
+    @Test("credentials never print their secret")
+    func credentialsDescription() {
+        let credentials = AWSCredentials(accessKeyId: "AKIDPUBLIC", secretAccessKey: "s3cr3t-value", sessionToken: "t0ken-value")
+        for text in ["\(credentials)", String(reflecting: credentials)] {
+            #expect(text.contains("AKIDPUBLIC"))
+            #expect(!text.contains("s3cr3t-value"))
+            #expect(!text.contains("t0ken-value"))
+        }
+    }
+}
