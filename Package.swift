@@ -41,6 +41,7 @@ let package = Package(
         ]),
         .target(name: "DstackRunners", dependencies: [
             "DstackModel",
+            "DstackSSH",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "DstackCore", dependencies: [
@@ -59,7 +60,7 @@ let package = Package(
         .testTarget(name: "DstackStorageTests", dependencies: ["DstackStorage"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackSSHTests", dependencies: ["DstackSSH"]),
         .testTarget(name: "DstackCoreTests", dependencies: ["DstackCore"]),
-        .testTarget(name: "DstackCLITests", dependencies: ["DstackCore"]),
+        .testTarget(name: "DstackCLITests", dependencies: ["DstackCore", "DstackStorage", "DstackModel"]),
     ],
     swiftLanguageModes: [.v6]
 )

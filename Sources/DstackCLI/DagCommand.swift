@@ -34,19 +34,64 @@ extension DstackCommand {
 
     struct Runners: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Probe every runner: reachable, CPUs, memory, GPUs, slots."
+            abstract: "Probe every runner at once: reachable or why not, OS, CPUs, memory, GPUs, engine, disk, busy slots.",
+            discussion: "An unreachable runner is reported after its connect timeout without holding up the others."
         )
 
         @OptionGroup var global: GlobalOptions
-        @Flag(help: "Print JSON.") var json = false
+        @Flag(help: "Print a JSON array, one object per runner.") var json = false
+
+        struct Entry: Encodable {
+            let name: String
+            let reachable: Bool
+            let error: String?
+            let info: RunnerInfo?
+
+            func encode(to encoder: Encoder) throws {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(name, forKey: .name)
+                try c.encode(reachable, forKey: .reachable)
+                try c.encode(error, forKey: .error)
+                try c.encode(info?.os, forKey: .os)
+                try c.encode(info?.cpus, forKey: .cpus)
+                try c.encode(info?.memory, forKey: .memory)
+                try c.encode(info?.gpus, forKey: .gpus)
+                try c.encode(info?.engine, forKey: .engine)
+                try c.encode(info?.diskFree, forKey: .diskFree)
+                try c.encode(info?.maxJobs, forKey: .maxJobs)
+                try c.encode(info?.labels, forKey: .labels)
+                try c.encode(info?.locks, forKey: .busy)
+            }
+
+            enum CodingKeys: String, CodingKey {
+                case name, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy
+            }
+        }
 
         func run() async throws {
             let workspace = try global.workspace()
-            let info = try await workspace.runner.probe()
-            if json { try Terminal.json([info]); return }
-            let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
-            Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "SLOTS"],
-                                        [[info.name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, String(info.maxJobs)]]))
+            let entries = await workspace.probePool().map { runner, result in
+                switch result {
+                case .success(let info): return Entry(name: runner.name, reachable: true, error: nil, info: info)
+                case .failure(let error): return Entry(name: runner.name, reachable: false, error: "\(error)", info: nil)
+                }
+            }
+            if json { try Terminal.json(entries); return }
+            var rows: [[String]] = []
+            for e in entries {
+                guard let info = e.info else {
+                    rows.append([e.name, "unreachable", e.error ?? "", "", "", "", "", "", ""])
+                    continue
+                }
+                let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
+                let busy = info.locks.filter { $0.hasPrefix("slot-") }.count
+                rows.append([e.name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, info.engine ?? "-",
+                             info.diskFree.map(formatBytes) ?? "-", "\(busy)/\(info.maxJobs)"])
+            }
+            Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "ENGINE", "DISK FREE", "BUSY"], rows))
+            for e in entries where e.info?.locks.isEmpty == false {
+                for lock in e.info!.locks { Terminal.out("  \(e.name): \(lock)") }
+            }
         }
     }
 }

@@ -75,7 +75,7 @@ public struct DstackCommand: AsyncParsableCommand {
 /// Lets global options stand before the subcommand (`dstack -C dir run train`), where ArgumentParser expects them
 /// after it, by moving them to the end of the line.
 func movingGlobalOptions(_ arguments: [String]) -> [String] {
-    let arity = ["-C": 1, "--storage": 1, "--hosts": 1, "-v": 0, "--verbose": 0]
+    let arity = ["-C": 1, "--storage": 1, "--hosts": 1, "-v": 0, "--verbose": 0, "--accept-new-host-keys": 0]
     var leading: [String] = []
     var i = 0
     while i < arguments.count {
@@ -108,11 +108,15 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Hosts inventory (default: $DSTACK_HOSTS, .dstack/hosts.yaml, ~/.dstack/hosts.yaml).", valueName: "file"))
     var hosts: String?
 
+    @Flag(name: .customLong("accept-new-host-keys"), help: "Record the host keys of runners not yet in ~/.ssh/known_hosts (a changed key is always refused).")
+    var acceptNewHostKeys = false
+
     @Flag(name: .shortAndLong, help: "Say what is being done to storage and runners.")
     var verbose = false
 
     func workspace(maxJobs: Int? = nil) throws -> Workspace {
-        try Workspace.open(Workspace.Options(directory: directory, storage: storage, hosts: hosts), maxJobs: maxJobs)
+        try Workspace.open(Workspace.Options(directory: directory, storage: storage, hosts: hosts,
+                                             acceptNewHostKeys: acceptNewHostKeys), maxJobs: maxJobs)
     }
 
     /// The same options as arguments, to hand to a detached coordinator.
@@ -120,7 +124,8 @@ struct GlobalOptions: ParsableArguments {
         var out: [String] = []
         if let directory { out += ["-C", URL(fileURLWithPath: directory).standardizedFileURL.path] }
         if let storage { out += ["--storage", storage] }
-        if let hosts { out += ["--hosts", hosts] }
+        if let hosts { out += ["--hosts", URL(fileURLWithPath: hosts).standardizedFileURL.path] }
+        if acceptNewHostKeys { out.append("--accept-new-host-keys") }
         return out
     }
 }

@@ -64,7 +64,7 @@ extension DstackCommand {
             Terminal.info("run \(Terminal.paint(name, "1")): \(workflow), \(submitted.plan.jobs.count) job\(submitted.plan.jobs.count == 1 ? "" : "s") (\(cached) cached), code \(submitted.snapshot.id.prefix(12)) (\(submitted.snapshot.files.count) files)")
             let renderer = RunRenderer(workflows: submitted.plan.jobs.map(\.workflow))
             let interrupts = InterruptHandler()
-            let final = try await workspace.coordinate(name, maxJobs: workspace.runner.maxJobs, sink: renderer) { coordinator in
+            let final = try await workspace.coordinate(name, sink: renderer) { coordinator in
                 interrupts.onFirst = { Task { await coordinator.requestStop() } }
             }
             interrupts.cancel()
@@ -73,7 +73,7 @@ extension DstackCommand {
 
         /// The options of `run` itself (and the global ones) with how many values each takes.
         static let ownOptions: [String: Int] = [
-            "-d": 0, "--detach": 0, "--no-cache": 0, "--keep": 0, "-v": 0, "--verbose": 0,
+            "-d": 0, "--detach": 0, "--no-cache": 0, "--keep": 0, "-v": 0, "--verbose": 0, "--accept-new-host-keys": 0,
             "-t": 1, "--tag": 1, "--max-jobs": 1, "-C": 1, "--storage": 1, "--hosts": 1,
         ]
 

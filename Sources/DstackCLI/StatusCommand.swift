@@ -255,7 +255,7 @@ extension DstackCommand {
                 throw CoreError.invalid("run '\(run)' is coordinated by pid \(record.coordinator!.pid) on \(record.coordinator!.host); follow it with 'dstack logs -f \(run)'")
             }
             let renderer = RunRenderer(workflows: record.jobs.map(\.workflow), quiet: quiet)
-            let final = try await workspace.coordinate(run, maxJobs: workspace.runner.maxJobs, sink: renderer)
+            let final = try await workspace.coordinate(run, sink: renderer)
             if quiet {
                 if final.status != .done { throw ExitStatus(code: 1) }
                 return

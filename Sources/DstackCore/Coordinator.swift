@@ -4,39 +4,59 @@ import DstackStorage
 import Foundation
 import Logging
 
-/// Executes one run: dispatches ready jobs to the runner as slots allow, follows their logs into storage,
-/// stores artifacts, and keeps the run record current. A job is `done` only after its artifacts, their manifest
-/// and its cache entry are stored.
+/// A runner of the pool with what its probe found.
+public struct PoolMember: Sendable {
+    /// The runner.
+    public var runner: any Runner
+    /// What it has.
+    public var info: RunnerInfo
+
+    /// Creates a pool member.
+    public init(runner: any Runner, info: RunnerInfo) {
+        self.runner = runner
+        self.info = info
+    }
+}
+
+/// Executes one run: dispatches ready jobs to runners that fit and have free slots, follows their logs into
+/// storage, stores artifacts, and keeps the run record current. A job is `done` only after its artifacts, their
+/// manifest and its cache entry are stored. Slots and GPUs are locked on the runners themselves, so other
+/// coordinators sharing the pool are respected.
 public actor Coordinator {
     let store: RunStore
-    let runner: any Runner
+    let pool: [PoolMember]
     let snapshot: Snapshot
     let plan: Plan
-    let maxJobs: Int
     let sink: any RunEventSink
     let logger: Logger
+    let owner: String
     var run: RunRecord
-    var info: RunnerInfo?
-    var freeGPUs: [Int] = []
     var stopRequested = false
-    var running: Set<String> = []
+    /// Jobs holding a slot, by job id, with the runner that holds them.
+    var running: [String: any Runner] = [:]
+    /// Jobs this coordinator has in flight per runner.
+    var active: [String: Int] = [:]
+    /// Runners that were full at the last try (another coordinator), and until when to leave them be.
+    var busyUntil: [String: Date] = [:]
+    /// The code sync to each runner, done once per runner by the first job that goes there.
+    var syncs: [String: Task<Int, Error>] = [:]
     var saving = false
     var version = 0
     var savedVersion = 0
     var dirtyJobs: Set<String> = []
     var runWrittenAt = Date.distantPast
 
-    /// Creates a coordinator for `run`, whose jobs are described by `plan`.
-    public init(store: RunStore, runner: any Runner, snapshot: Snapshot, plan: Plan, run: RunRecord,
-                maxJobs: Int, sink: any RunEventSink, logger: Logger = Logger(label: "dstack.coordinator")) {
+    /// Creates a coordinator for `run`, whose jobs are described by `plan`, on the reachable runners of `pool`.
+    public init(store: RunStore, pool: [PoolMember], snapshot: Snapshot, plan: Plan, run: RunRecord,
+                sink: any RunEventSink, logger: Logger = Logger(label: "dstack.coordinator")) {
         self.store = store
-        self.runner = runner
+        self.pool = pool
         self.snapshot = snapshot
         self.plan = plan
         self.run = run
-        self.maxJobs = max(1, maxJobs)
         self.sink = sink
         self.logger = logger
+        self.owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     }
 
     /// Asks every running job to stop; jobs not started yet are marked stopped.
@@ -44,15 +64,13 @@ public actor Coordinator {
         guard !stopRequested else { return }
         stopRequested = true
         sink.emit(.notice("stopping run \(run.name)"))
-        for jobId in running {
+        for (jobId, runner) in running {
             try? await runner.stop(jobId: jobId)
         }
     }
 
     /// Runs every unfinished job of the run and returns the final record.
     public func execute() async -> RunRecord {
-        info = try? await runner.probe()
-        freeGPUs = info?.gpus.map(\.index) ?? []
         run.status = .running
         run.coordinator = CoordinatorInfo(host: ProcessInfo.processInfo.hostName, pid: getpid(), heartbeatAt: Date())
         for job in plan.jobs {
@@ -73,6 +91,10 @@ public actor Coordinator {
             startReady(&group)
             while await group.next() != nil {
                 startReady(&group)
+                // Jobs wait for slots other coordinators hold: look again shortly.
+                if group.isEmpty, waitingForSlots() {
+                    group.addTask { try? await Task.sleep(nanoseconds: 500_000_000) }
+                }
             }
         }
         heartbeat.cancel()
@@ -140,7 +162,28 @@ public actor Coordinator {
         }
     }
 
-    /// Starts every job whose dependencies are done, as slots and GPUs allow; skips those that can never run.
+    /// True when some job is ready but every runner that fits it is full.
+    private func waitingForSlots() -> Bool {
+        !stopRequested && plan.jobs.contains { job in
+            guard let i = index(job.workflow), run.jobs[i].status == .submitted else { return false }
+            return job.dependsOn.allSatisfy { dep in run.jobs.first { $0.workflow == dep }?.status.isSuccess == true }
+        }
+    }
+
+    /// The runner to try for `job`: one that fits, has a free slot here and was not just found full elsewhere;
+    /// the least loaded first, so jobs spread over the pool.
+    private func pick(_ job: PlannedJob) -> PoolMember? {
+        let now = Date()
+        return pool
+            .filter { member in
+                member.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil) == nil
+                    && (active[member.info.name] ?? 0) < member.info.maxJobs
+                    && (busyUntil[member.info.name].map { $0 < now } ?? true)
+            }
+            .min { (active[$0.info.name] ?? 0) < (active[$1.info.name] ?? 0) }
+    }
+
+    /// Starts every job whose dependencies are done, as slots allow; skips those that can never run.
     private func startReady(_ group: inout TaskGroup<Void>) {
         var changed = true
         while changed {
@@ -156,25 +199,44 @@ public actor Coordinator {
                     changed = true
                     continue
                 }
-                guard deps.allSatisfy({ $0.status.isSuccess }) else { continue }
-                guard running.count < maxJobs, freeGPUs.count >= job.resources.gpu else { continue }
-                let gpus = Array(freeGPUs.prefix(job.resources.gpu))
-                freeGPUs.removeFirst(gpus.count)
-                running.insert(job.id)
-                update(job.workflow) {
-                    $0.status = .preparing
-                    $0.runner = runner.name
-                    $0.attempts.append(Attempt(runner: runner.name, startedAt: Date()))
-                }
-                group.addTask { await self.runJob(job, gpus: gpus) }
+                guard deps.allSatisfy({ $0.status.isSuccess }), let member = pick(job) else { continue }
+                active[member.info.name, default: 0] += 1
+                update(job.workflow) { $0.status = .preparing; $0.runner = member.info.name }
+                group.addTask { await self.runJob(job, on: member) }
             }
         }
         Task { await persist() }
     }
 
-    private func runJob(_ job: PlannedJob, gpus: [Int]) async {
-        let outcome = await attempt(job, gpus: gpus)
-        await finish(job, gpus: gpus, outcome)
+    private func runJob(_ job: PlannedJob, on member: PoolMember) async {
+        let runner = member.runner
+        let grant: SlotGrant?
+        do {
+            grant = try await runner.acquire(jobId: job.id, gpus: member.info.gpus.map(\.index), count: job.resources.gpu,
+                                             slots: member.info.maxJobs, owner: owner)
+        } catch {
+            await finish(job, on: member, grant: nil, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
+            return
+        }
+        guard let grant else {
+            // Another coordinator holds the slots (or GPUs) right now: put the job back and leave the runner be.
+            requeue(job, busy: member.info.name)
+            return
+        }
+        began(job, on: member, grant: grant)
+        let outcome = await attempt(job, on: member, gpus: grant.gpus)
+        await finish(job, on: member, grant: grant, outcome)
+    }
+
+    private func requeue(_ job: PlannedJob, busy runner: String) {
+        active[runner, default: 1] -= 1
+        busyUntil[runner] = Date().addingTimeInterval(0.5)
+        update(job.workflow) { $0.status = .submitted; $0.runner = nil }
+    }
+
+    private func began(_ job: PlannedJob, on member: PoolMember, grant: SlotGrant) {
+        running[job.id] = member.runner
+        update(job.workflow) { $0.attempts.append(Attempt(runner: member.info.name, startedAt: Date())) }
     }
 
     /// What happened to one attempt.
@@ -185,19 +247,21 @@ public actor Coordinator {
     }
 
     /// Prepares, launches, follows and collects one job; nothing here touches actor state except through calls.
-    nonisolated private func attempt(_ job: PlannedJob, gpus: [Int]) async -> Outcome {
+    nonisolated private func attempt(_ job: PlannedJob, on member: PoolMember, gpus: [Int]) async -> Outcome {
+        let runner = member.runner
         do {
+            try await ensureSynced(member)
             try await runner.prepare(jobId: job.id, snapshot: snapshot)
-            try await placeDependencies(job)
+            try await placeDependencies(job, runner: runner)
             var launch = job.launch
             launch.gpus = gpus
             // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
-            if await hasGPUs() {
+            if !member.info.gpus.isEmpty {
                 launch.environment["CUDA_VISIBLE_DEVICES"] = gpus.map(String.init).joined(separator: ",")
             }
             if await isStopping() { return .stopped("the run was stopped before the job started") }
             try await runner.launch(launch)
-            await started(job)
+            await started(job, runner: member.info.name)
             let exit = try await runner.follow(jobId: job.id, from: 0) { data in
                 self.sink.emit(.output(workflow: job.workflow, data))
                 try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
@@ -205,9 +269,10 @@ public actor Coordinator {
             if await isStopping(), !exit.succeeded { return .stopped("stopped (\(exit.summary))") }
             guard exit.succeeded else { return .failed(exit, exit.summary) }
             await setStatus(job.workflow, .uploading)
-            let directory = try await runner.artifactsDirectory(jobId: job.id, paths: job.artifacts)
-            _ = try await store.storeArtifacts(cacheKey: job.cacheKey, run: run.name, job: job.id,
+            _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
+                try await store.storeArtifacts(cacheKey: job.cacheKey, run: run.name, job: job.id,
                                                paths: job.artifacts, from: directory)
+            }
             try await store.recordCache(job.cacheKey, CacheEntry(run: run.name, job: job.id, finishedAt: Date()))
             return .done
         } catch {
@@ -215,12 +280,26 @@ public actor Coordinator {
         }
     }
 
-    private func hasGPUs() -> Bool { !(info?.gpus.isEmpty ?? true) }
     private func isStopping() -> Bool { stopRequested }
 
-    private func started(_ job: PlannedJob) {
+    /// Sends the runner the code objects it lacks, once per runner; the first job there waits for it.
+    private func ensureSynced(_ member: PoolMember) async throws {
+        if let task = syncs[member.info.name] {
+            _ = try await task.value
+            return
+        }
+        let snapshot = self.snapshot
+        let task = Task { try await member.runner.sync(snapshot) }
+        syncs[member.info.name] = task
+        let sent = try await task.value
+        if sent > 0 {
+            sink.emit(.notice("\(member.info.name): sent \(sent) new file\(sent == 1 ? "" : "s") of code"))
+        }
+    }
+
+    private func started(_ job: PlannedJob, runner: String) {
         update(job.workflow) { $0.status = .running; $0.startedAt = Date() }
-        sink.emit(.started(workflow: job.workflow, runner: runner.name))
+        sink.emit(.started(workflow: job.workflow, runner: runner))
         Task { await persist() }
     }
 
@@ -230,7 +309,7 @@ public actor Coordinator {
     }
 
     /// Downloads the artifacts of every dependency into a staging folder and has the runner place them.
-    nonisolated private func placeDependencies(_ job: PlannedJob) async throws {
+    nonisolated private func placeDependencies(_ job: PlannedJob, runner: any Runner) async throws {
         var keys: [(String, String)] = []
         for dep in job.dependsOn {
             if let key = plan.job(dep)?.cacheKey { keys.append((dep, key)) }
@@ -249,10 +328,10 @@ public actor Coordinator {
         try await runner.place(jobId: job.id, from: staging)
     }
 
-    private func finish(_ job: PlannedJob, gpus: [Int], _ outcome: Outcome) async {
-        running.remove(job.id)
-        freeGPUs.append(contentsOf: gpus)
-        freeGPUs.sort()
+    private func finish(_ job: PlannedJob, on member: PoolMember, grant: SlotGrant?, _ outcome: Outcome) async {
+        let runner = member.runner
+        running.removeValue(forKey: job.id)
+        active[member.info.name, default: 1] -= 1
         let now = Date()
         var keepDirectory = run.keep
         update(job.workflow) { record in
@@ -278,6 +357,7 @@ public actor Coordinator {
                 record.attempts[record.attempts.count - 1].reason = record.reason
             }
         }
+        if grant != nil { try? await runner.release(jobId: job.id) }
         if !keepDirectory { try? await runner.cleanup(jobId: job.id) }
         await persist()
         if let record = run.jobs.first(where: { $0.workflow == job.workflow }) {

@@ -17,6 +17,8 @@ public struct PlannedJob: Sendable, Hashable, Codable {
     public var artifacts: [String]
     /// What it needs from a runner.
     public var resources: Resources
+    /// Labels a runner must carry.
+    public var labels: [String] = []
     /// The variables it sees, resolved.
     public var variables: [String: String]
     /// Its cache key.

@@ -69,7 +69,10 @@ extension Workspace {
         try await store.requestStop(name)
         if coordinatorGone(record) {
             for i in record.jobs.indices where !record.jobs[i].status.isFinished {
-                if record.jobs[i].status != .submitted { try? await runner.stop(jobId: record.jobs[i].id) }
+                if record.jobs[i].status != .submitted, let runner = runners.first(where: { $0.name == record.jobs[i].runner }) {
+                    try? await runner.stop(jobId: record.jobs[i].id)
+                    try? await runner.release(jobId: record.jobs[i].id)
+                }
                 record.jobs[i].status = .stopped
                 record.jobs[i].reason = "stopped by 'dstack stop'"
                 record.jobs[i].finishedAt = Date()

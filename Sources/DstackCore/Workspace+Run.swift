@@ -72,12 +72,46 @@ extension Workspace {
         return plan
     }
 
-    /// Checks that the runner could ever run each job; a job that can never fit is a configuration error.
-    func checkFit(_ plan: Plan, project: Project) async throws {
-        let info = try await runner.probe()
+    /// Probes every runner at once; an unreachable one never holds up the others past its connect timeout.
+    public func probePool() async -> [(runner: any Runner, result: Result<RunnerInfo, any Error>)] {
+        await withTaskGroup(of: (Int, Result<RunnerInfo, any Error>).self) { group in
+            for (i, runner) in runners.enumerated() {
+                group.addTask {
+                    do { return (i, .success(try await runner.probe())) } catch { return (i, .failure(error)) }
+                }
+            }
+            var results: [(Int, Result<RunnerInfo, any Error>)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }.map { (runners[$0.0], $0.1) }
+        }
+    }
+
+    /// The reachable runners with what they have; every runner unreachable is an infrastructure error.
+    public func reachablePool(sink: (any RunEventSink)? = nil) async throws -> [PoolMember] {
+        var members: [PoolMember] = []
+        var problems: [String] = []
+        for (runner, result) in await probePool() {
+            switch result {
+            case .success(let info): members.append(PoolMember(runner: runner, info: info))
+            case .failure(let error):
+                problems.append("\(runner.name): \(error)")
+                sink?.emit(.notice("runner \(runner.name) is unreachable, its jobs go elsewhere: \(error)"))
+            }
+        }
+        guard !members.isEmpty else {
+            throw CoreError.infrastructure("every runner is unreachable:\n  " + problems.joined(separator: "\n  ")
+                + "\ncheck the hosts inventory and that the machines are up ('dstack runners' probes them)")
+        }
+        return members
+    }
+
+    /// Checks that some runner could ever run each job; a job that none can ever fit is a configuration error.
+    func checkFit(_ plan: Plan, project: Project, pool: [PoolMember]) async throws {
         for job in plan.jobs where job.cached == nil {
-            if let misfit = info.misfit(job.resources) {
-                let message = "no runner can ever fit job '\(job.workflow)': it needs \(misfit) on runner '\(info.name)'; lower its resources or add a runner that has them"
+            let misfits = pool.map { ($0.info.name, $0.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil)) }
+            if let first = misfits.first, misfits.allSatisfy({ $0.1 != nil }) {
+                let detail = misfits.count == 1 ? "on runner '\(first.0)'" : "on any of \(misfits.map { "'\($0.0)'" }.joined(separator: ", "))"
+                let message = "no runner can ever fit job '\(job.workflow)': it needs \(first.1!) \(detail); lower its resources or add a runner that has them"
                 if let wf = project.workflow(named: job.workflow) {
                     throw ConfigError([project.sources.diagnostic(wf.name, message)])
                 }
@@ -90,6 +124,7 @@ extension Workspace {
     public func submit(_ request: RunRequest) async throws -> SubmittedRun {
         let project = try loadProject()
         let snapshot = try await Snapshotter.snapshot(root: root)
+        let pool = try await reachablePool()
         var generator = SystemRandomNumberGenerator()
         let stem = RunNames.stem(using: &generator)
         let existing = try await store.runNames().filter { $0.hasPrefix(stem + "-") }
@@ -97,7 +132,7 @@ extension Workspace {
         while true {
             let name = "\(stem)-\(number)"
             let plan = try await self.plan(request, project: project, snapshot: snapshot, runName: name)
-            try await checkFit(plan, project: project)
+            try await checkFit(plan, project: project, pool: pool)
             var record = RunRecord(name: name, project: projectName, workflow: request.workflow,
                                    overrides: request.overrides, snapshotId: snapshot.id, submittedAt: Date(),
                                    jobs: plan.jobs.map { job in
@@ -117,13 +152,14 @@ extension Workspace {
             let encoder = RecordCoding.encoder(pretty: false)
             try await store.saveRunInputs(name, plan: try encoder.encode(plan), snapshot: try encoder.encode(snapshot))
             try await store.saveRun(record)
-            _ = try await runner.sync(snapshot)
+            // The code's contents are captured here, now: edits made after 'dstack run' returns never reach the run.
+            _ = try await localRunner.sync(snapshot)
             return SubmittedRun(record: record, plan: plan, snapshot: snapshot)
         }
     }
 
     /// Coordinates a recorded run until it finishes (the work behind `dstack run` and `dstack attach`).
-    public func coordinate(_ name: String, maxJobs: Int, sink: any RunEventSink,
+    public func coordinate(_ name: String, sink: any RunEventSink,
                            onCoordinator: (@Sendable (Coordinator) async -> Void)? = nil) async throws -> RunRecord {
         guard let record = try await store.loadRun(name) else {
             throw CoreError.notFound("no run named '\(name)' in \(store.storage.location); 'dstack ps -a' lists runs")
@@ -135,9 +171,8 @@ extension Workspace {
         let decoder = RecordCoding.decoder()
         let plan = try decoder.decode(Plan.self, from: inputs.plan)
         let snapshot = try decoder.decode(Snapshot.self, from: inputs.snapshot)
-        _ = try await runner.sync(snapshot)
-        let coordinator = Coordinator(store: store, runner: runner, snapshot: snapshot, plan: plan, run: record,
-                                      maxJobs: maxJobs, sink: sink)
+        let pool = try await reachablePool(sink: sink)
+        let coordinator = Coordinator(store: store, pool: pool, snapshot: snapshot, plan: plan, run: record, sink: sink)
         await onCoordinator?(coordinator)
         let final = await coordinator.execute()
         if final.status == .done, let tag = final.tagWhenDone {

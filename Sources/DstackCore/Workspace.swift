@@ -13,8 +13,10 @@ public struct Workspace: Sendable {
     public let projectName: String
     /// The project's records.
     public let store: RunStore
-    /// The runner jobs go to (the local runner until an inventory says otherwise).
-    public let runner: LocalRunner
+    /// The local runner: where jobs run when there is no inventory, and where submitted code is kept.
+    public let localRunner: LocalRunner
+    /// The runners jobs go to: the inventory's SSH runners, or the local runner alone.
+    public let runners: [any Runner]
     /// The environment the command runs in.
     public let environment: [String: String]
 
@@ -28,14 +30,17 @@ public struct Workspace: Sendable {
         public var hosts: String?
         /// The process environment.
         public var environment: [String: String]
+        /// `--accept-new-host-keys`: record the keys of runners not yet in known_hosts (changed keys are refused).
+        public var acceptNewHostKeys: Bool
 
         /// Creates options.
         public init(directory: String? = nil, storage: String? = nil, hosts: String? = nil,
-                    environment: [String: String] = ProcessInfo.processInfo.environment) {
+                    environment: [String: String] = ProcessInfo.processInfo.environment, acceptNewHostKeys: Bool = false) {
             self.directory = directory
             self.storage = storage
             self.hosts = hosts
             self.environment = environment
+            self.acceptNewHostKeys = acceptNewHostKeys
         }
     }
 
@@ -49,16 +54,14 @@ public struct Workspace: Sendable {
         let projectName = config.project ?? sanitizedProjectName(root.lastPathComponent)
         let home = options.environment["HOME"] ?? NSHomeDirectory()
         let spec = options.storage ?? options.environment["DSTACK_STORAGE"] ?? config.storage ?? "\(home)/.dstack/storage"
-        let storage = try openStorage(spec, root: root, home: home)
+        let storage = try openStorage(spec, root: root, home: home, endpoint: config.endpoint, environment: options.environment)
         let runnerDir = options.environment["DSTACK_RUNNER_DIR"].map { URL(fileURLWithPath: $0) }
             ?? URL(fileURLWithPath: home).appendingPathComponent(".dstack/runner")
-        let runner = LocalRunner(baseDirectory: runnerDir, maxJobs: maxJobs ?? ProcessInfo.processInfo.activeProcessorCount)
-        if let hosts = options.hosts ?? options.environment["DSTACK_HOSTS"] {
-            throw ConfigError(message: "hosts inventory '\(hosts)' given, but SSH runners are not available in this version yet; remove --hosts/$DSTACK_HOSTS to use the local runner")
-        }
+        let local = LocalRunner(baseDirectory: runnerDir, maxJobs: maxJobs ?? ProcessInfo.processInfo.activeProcessorCount)
+        let ssh = try RunnerInventory.load(options, root: root, home: home, localObjects: local.objects)
         return Workspace(root: root, config: config, projectName: projectName,
-                         store: RunStore(storage: storage, project: projectName), runner: runner,
-                         environment: options.environment)
+                         store: RunStore(storage: storage, project: projectName), localRunner: local,
+                         runners: ssh ?? [local], environment: options.environment)
     }
 
     static func findRoot(from start: URL) -> URL? {
@@ -86,9 +89,11 @@ public struct Workspace: Sendable {
         return isValidProjectName(cleaned) ? cleaned : "project"
     }
 
-    static func openStorage(_ spec: String, root: URL, home: String) throws -> any Storage {
+    static func openStorage(_ spec: String, root: URL, home: String, endpoint: String?,
+                            environment: [String: String]) throws -> any Storage {
         if spec.hasPrefix("s3://") {
-            throw StorageError.unusable(location: spec, reason: "S3 storage is not available in this version yet; use a directory")
+            return try S3Storage(url: spec, endpoint: endpoint, environment: environment,
+                                 homeDirectory: URL(fileURLWithPath: home))
         }
         var path = spec
         if path.hasPrefix("~/") { path = home + path.dropFirst(1) }

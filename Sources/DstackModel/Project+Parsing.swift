@@ -1,6 +1,6 @@
 /// The keys a workflow may have.
 public let workflowKeys = ["name", "help", "image", "depends-on", "commands", "artifacts", "environment",
-                           "working_dir", "resources"]
+                           "working_dir", "resources", "labels"]
 
 extension Project {
     /// The valid workflows, and the names of all workflows written, broken ones included, so that a broken
@@ -38,6 +38,7 @@ extension Project {
         var environment: [EnvironmentEntry] = []
         var workingDir: Located<String>?
         var resources = ResourceSpec()
+        var labels: [String] = []
 
         for (key, _, value) in pairs {
             switch key {
@@ -92,6 +93,8 @@ extension Project {
                 }
             case "resources":
                 resources = parseResources(value, &r)
+            case "labels":
+                labels = (r.stringList(value, what: "'labels'") ?? []).map(\.value)
             default: break
             }
         }
@@ -107,8 +110,10 @@ extension Project {
             }
             return nil
         }
-        return Workflow(name: name, help: help, image: image, dependsOn: deps, commands: commands,
-                        artifacts: artifacts, environment: environment, workingDir: workingDir, resources: resources)
+        var workflow = Workflow(name: name, help: help, image: image, dependsOn: deps, commands: commands,
+                                artifacts: artifacts, environment: environment, workingDir: workingDir, resources: resources)
+        workflow.labels = labels
+        return workflow
     }
 
     static func parseResources(_ node: Node, _ r: inout NodeReader) -> ResourceSpec {

@@ -18,6 +18,8 @@ public struct Workflow: Sendable, Hashable {
     public var workingDir: Located<String>?
     /// What the job needs from a runner.
     public var resources: ResourceSpec
+    /// Labels a runner must carry to take the job.
+    public var labels: [String] = []
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,

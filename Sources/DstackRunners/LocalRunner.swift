@@ -38,12 +38,29 @@ public struct LocalRunner: Runner {
         uname(&uts)
         let os = withUnsafeBytes(of: &uts.sysname) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
         let arch = withUnsafeBytes(of: &uts.machine) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
-        return RunnerInfo(name: name, os: "\(os) \(arch)", cpus: ProcessInfo.processInfo.activeProcessorCount,
-                          memory: Int64(ProcessInfo.processInfo.physicalMemory), gpus: gpus, maxJobs: maxJobs)
+        var info = RunnerInfo(name: name, os: "\(os) \(arch)", cpus: ProcessInfo.processInfo.activeProcessorCount,
+                              memory: Int64(ProcessInfo.processInfo.physicalMemory), gpus: gpus, maxJobs: maxJobs)
+        for engine in ["docker", "podman"] where (try? await Subprocess.run(["sh", "-c", "command -v \(engine) >/dev/null && \(engine) version"]))?.status == 0 {
+            info.engine = engine
+            break
+        }
+        try? FileManager.default.createDirectory(at: baseDirectory, withIntermediateDirectories: true)
+        if let attributes = try? FileManager.default.attributesOfFileSystem(forPath: baseDirectory.path),
+           let free = attributes[.systemFreeSize] as? NSNumber {
+            info.diskFree = free.int64Value
+        }
+        let locks = baseDirectory.appendingPathComponent("locks")
+        for name in ((try? FileManager.default.contentsOfDirectory(atPath: locks.path)) ?? []).sorted()
+            where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
+            let owner = (try? String(contentsOf: locks.appendingPathComponent(name).appendingPathComponent("owner"), encoding: .utf8)) ?? ""
+            info.locks.append("\(name) \(owner.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+        return info
     }
 
-    /// Where file contents are kept by hash, so a job runs the code as it was when the run was submitted.
-    var objects: URL { baseDirectory.appendingPathComponent("objects") }
+    /// Where file contents are kept by hash, so a job runs the code as it was when the run was submitted (SSH
+    /// runners are synced from here too).
+    public var objects: URL { baseDirectory.appendingPathComponent("objects") }
 
     public func sync(_ snapshot: Snapshot) async throws -> Int {
         let fm = FileManager.default
@@ -67,6 +84,16 @@ public struct LocalRunner: Runner {
             throw RunnerError.unavailable(runner: name, reason: "cannot copy the code into \(objects.path): \(error.localizedDescription)")
         }
         return sent
+    }
+
+    public func acquire(jobId: String, gpus: [Int], count: Int, slots: Int, owner: String) async throws -> SlotGrant? {
+        let result = try await Subprocess.run(["sh", "-c", RunnerScripts.acquire, "dstack", baseDirectory.path, jobId,
+                                               String(slots), gpus.map(String.init).joined(separator: " "), String(count), owner])
+        return try SlotGrant.parse(status: result.status, output: result.output, stderr: result.errorText, runner: name)
+    }
+
+    public func release(jobId: String) async throws {
+        _ = try await Subprocess.run(["sh", "-c", RunnerScripts.release, "dstack", baseDirectory.path, jobId])
     }
 
     public func prepare(jobId: String, snapshot: Snapshot) async throws {
@@ -105,7 +132,7 @@ public struct LocalRunner: Runner {
     public func launch(_ job: JobLaunch) async throws {
         let dir = jobDirectory(job.jobId)
         try Data(job.script.utf8).write(to: dir.appendingPathComponent("commands.sh"))
-        try Data(launchScript.utf8).write(to: dir.appendingPathComponent("launch.sh"))
+        try Data(RunnerScripts.launch.utf8).write(to: dir.appendingPathComponent("launch.sh"))
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text.
@@ -142,8 +169,8 @@ public struct LocalRunner: Runner {
         }
     }
 
-    public func artifactsDirectory(jobId: String, paths: [String]) async throws -> URL {
-        jobDirectory(jobId).appendingPathComponent("repo")
+    public func withArtifacts<T: Sendable>(jobId: String, paths: [String], _ body: (URL) async throws -> T) async throws -> T {
+        try await body(jobDirectory(jobId).appendingPathComponent("repo"))
     }
 
     public func stop(jobId: String) async throws {
@@ -200,23 +227,6 @@ public struct LocalRunner: Runner {
         return out
     }
 }
-
-/// The wrapper every job runs under: `$1` is the job directory, `$2` the working directory inside `repo/`.
-/// It catches TERM so that, when the job is stopped, it still records how the commands ended.
-let launchScript = """
-trap 'true' TERM INT HUP
-cd "$1/repo/$2" 2>/dev/null || {
-  echo "dstack: working_dir '$2' does not exist in the repository" >> "$1/log"
-  echo 1 > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
-  exit 0
-}
-/bin/sh -e "$1/commands.sh" >> "$1/log" 2>&1 < /dev/null &
-wait $!
-code=$?
-while kill -0 $! 2>/dev/null; do wait $!; code=$?; done
-echo $code > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
-
-"""
 
 /// Parses `nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits` (memory in MiB).
 public func parseNvidiaSMI(_ text: String) -> [GPU] {

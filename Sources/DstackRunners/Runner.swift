@@ -17,6 +17,12 @@ public struct RunnerInfo: Sendable, Hashable, Codable {
     public var maxJobs: Int
     /// Labels the inventory gives it.
     public var labels: [String]
+    /// The container engine found (`docker`, `podman`), if any.
+    public var engine: String?
+    /// Free space in the work directory, in bytes, if known.
+    public var diskFree: Int64?
+    /// Slot and GPU locks held right now: `slot-0 JOB OWNER`.
+    public var locks: [String] = []
 
     /// Creates runner info.
     public init(name: String, os: String, cpus: Int, memory: Int64, gpus: [GPU], maxJobs: Int, labels: [String] = []) {
@@ -29,8 +35,10 @@ public struct RunnerInfo: Sendable, Hashable, Codable {
         self.labels = labels
     }
 
-    /// Why a job needing `resources` can never run here, or nil when it can.
-    public func misfit(_ resources: Resources) -> String? {
+    /// Why a job needing `resources` (and `labels`, and a container engine when `image`) can never run here.
+    public func misfit(_ resources: Resources, labels wanted: [String] = [], needsEngine: Bool = false) -> String? {
+        if let label = wanted.first(where: { !labels.contains($0) }) { return "the label '\(label)'" }
+        if needsEngine, engine == nil { return "a container engine (docker or podman) for its image" }
         if resources.gpu > 0 {
             let matching = gpus.filter { gpu in
                 (resources.gpuName.map { gpu.name.lowercased().contains($0.lowercased()) } ?? true)
@@ -148,6 +156,13 @@ public protocol Runner: Sendable {
     /// Makes sure the runner holds every object (file content, by hash) of the snapshot; returns how many it sent.
     func sync(_ snapshot: Snapshot) async throws -> Int
 
+    /// Takes a job slot, and `count` of the runner's `gpus`, with locks kept on the runner itself, so that
+    /// coordinators sharing it never exceed `slots` nor share a GPU; nil when not enough is free now.
+    func acquire(jobId: String, gpus: [Int], count: Int, slots: Int, owner: String) async throws -> SlotGrant?
+
+    /// Releases what `acquire` took for the job.
+    func release(jobId: String) async throws
+
     /// Creates the job's directory and fills `repo/` with the snapshot's files, from the synced objects.
     func prepare(jobId: String, snapshot: Snapshot) async throws
 
@@ -160,14 +175,40 @@ public protocol Runner: Sendable {
     /// Delivers the job's log from byte `offset` as it grows, and returns how the job ended once it has.
     func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit
 
-    /// A local directory holding the job's `repo/` files after it ran, from which artifacts are stored.
-    func artifactsDirectory(jobId: String, paths: [String]) async throws -> URL
+    /// Hands `body` a local directory holding the job's artifact `paths` (as in its `repo/`) after it ran, and
+    /// removes any local copy made for it afterwards.
+    func withArtifacts<T: Sendable>(jobId: String, paths: [String], _ body: (URL) async throws -> T) async throws -> T
 
     /// Stops the job's processes (the whole process group), politely first.
     func stop(jobId: String) async throws
 
     /// Removes the job's directory (and any local staging copy).
     func cleanup(jobId: String) async throws
+}
+
+/// A slot (and GPUs) held on a runner for one job.
+public struct SlotGrant: Sendable, Hashable {
+    /// The slot number.
+    public var slot: Int
+    /// The GPUs held.
+    public var gpus: [Int]
+
+    /// Creates a grant.
+    public init(slot: Int, gpus: [Int]) {
+        self.slot = slot
+        self.gpus = gpus
+    }
+
+    /// Reads the acquire script's answer: the slot, then the GPUs; exit 3 or 4 mean nothing free.
+    static func parse(status: Int32, output: String, stderr: String, runner: String) throws -> SlotGrant? {
+        if status == 3 || status == 4 { return nil }
+        let lines = output.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        guard status == 0, let first = lines.first, let slot = Int(first) else {
+            throw RunnerError.unavailable(runner: runner, reason: "cannot take a slot lock (status \(status)): \(stderr)")
+        }
+        let gpus = lines.count > 1 ? lines[1].split(separator: " ").compactMap { Int($0) } : []
+        return SlotGrant(slot: slot, gpus: gpus)
+    }
 }
 
 /// Failures of a runner, in words a person can act on.

@@ -1,6 +1,6 @@
-/// Quotes `text` as one word for a POSIX shell: unchanged when it holds only safe characters, otherwise in
+/// Quotes `text` as one word for a POSIX shell (internal: callers outside use DstackModel's `shellQuote`): unchanged when it holds only safe characters, otherwise in
 /// single quotes with each `'` written as `'\''`; nothing inside is expanded ($, `, *, ;, newlines).
-public func shellQuote(_ text: String) -> String {
+func shellQuote(_ text: String) -> String {
     let safe = text.unicodeScalars.allSatisfy { scalar in
         switch scalar {
         case "a"..."z", "A"..."Z", "0"..."9", "_", "-", ".", "/", ",", ":", "@", "%", "+", "=": return true

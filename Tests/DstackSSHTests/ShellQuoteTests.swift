@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import DstackSSH
+@testable import DstackSSH
 
 @Suite("shellQuote")
 struct ShellQuoteTests {

@@ -1,4 +1,4 @@
-import DstackSSH
+@testable import DstackSSH
 import Foundation
 import Testing
 

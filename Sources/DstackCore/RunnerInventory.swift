@@ -1,0 +1,58 @@
+import DstackModel
+import DstackRunners
+import DstackSSH
+import Foundation
+
+/// Finds and reads the hosts inventory, and turns it into SSH runners.
+enum RunnerInventory {
+    /// The SSH runners of the inventory found from `options` (`--hosts`, `$DSTACK_HOSTS`, `.dstack/hosts.yaml`,
+    /// `~/.dstack/hosts.yaml`, first found), or nil when there is none: then jobs run on the local runner.
+    static func load(_ options: Workspace.Options, root: URL, home: String, localObjects: URL) throws -> [any Runner]? {
+        let env = options.environment
+        let url: URL
+        if let explicit = options.hosts ?? env["DSTACK_HOSTS"], !explicit.isEmpty {
+            url = URL(fileURLWithPath: explicit.hasPrefix("~/") ? home + explicit.dropFirst() : explicit)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                throw ConfigError(message: "hosts inventory '\(explicit)' does not exist; check --hosts or $DSTACK_HOSTS (without one, jobs run on this machine)")
+            }
+        } else if let found = [root.appendingPathComponent(".dstack/hosts.yaml"),
+                               URL(fileURLWithPath: home).appendingPathComponent(".dstack/hosts.yaml")]
+                    .first(where: { FileManager.default.fileExists(atPath: $0.path) }) {
+            url = found
+        } else {
+            return nil
+        }
+        guard let text = try? String(contentsOf: url, encoding: .utf8) else {
+            throw ConfigError(message: "cannot read the hosts inventory \(url.path)")
+        }
+        let rootPath = root.path.hasSuffix("/") ? root.path : root.path + "/"
+        let display = url.path.hasPrefix(rootPath) ? String(url.path.dropFirst(rootPath.count)) : url.path
+        let inventory = try Inventory.parse(SourceFile(displayName: display, text: text))
+
+        let configURL = URL(fileURLWithPath: home).appendingPathComponent(".ssh/config")
+        let sshConfig = try (try? String(contentsOf: configURL, encoding: .utf8)).map {
+            try SSHConfig.parse(text: $0, displayName: "~/.ssh/config")
+        }
+        let localUser = env["USER"] ?? env["LOGNAME"] ?? NSUserName()
+        let resolved = inventory.resolve(sshConfig: sshConfig, home: home, localUser: localUser)
+        try inventory.requireDirectConnections(resolved)
+
+        let knownHosts = env["DSTACK_KNOWN_HOSTS"] ?? "\(home)/.ssh/known_hosts"
+        return resolved.map { runner in
+            var ssh = SSHOptions(host: runner.hostname, port: runner.port, user: runner.user,
+                                 identityFiles: runner.identityFiles.filter { FileManager.default.fileExists(atPath: $0) },
+                                 passphrase: env["DSTACK_SSH_PASSPHRASE"], agentSocket: env["SSH_AUTH_SOCK"],
+                                 knownHostsFile: knownHosts, acceptNewHostKeys: options.acceptNewHostKeys)
+            ssh.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? 10))
+            var resources: Resources?
+            if let r = runner.resources {
+                resources = Resources(gpu: r.gpuCount?.value ?? 0, gpuName: r.gpuName?.value, gpuMemory: r.gpuMemory?.value,
+                                      cpu: r.cpu?.value, memory: r.memory?.value)
+                if r.gpuCount == nil { resources?.gpu = -1 }  // not overridden
+            }
+            return SSHRunner(SSHRunnerConfig(name: runner.name, ssh: ssh, workdir: runner.remoteWorkdir,
+                                             maxJobs: runner.maxJobs, labels: runner.labels, resources: resources,
+                                             localObjects: localObjects))
+        }
+    }
+}

@@ -1,0 +1,255 @@
+/// A hosts inventory as written: defaults and the runners jobs go to, each value located so that later errors can
+/// point at it. Parsing is `Inventory.parse`; merging with ~/.ssh/config is `resolve(sshConfig:home:localUser:)`.
+public struct Inventory: Sendable, Hashable {
+    /// What every runner gets unless it, or ~/.ssh/config for its host, says otherwise.
+    public var defaults: InventoryDefaults
+    /// The runners, in file order; never empty, names unique.
+    public var runners: [RunnerSpec]
+    /// The file it was read from, so that errors found later can quote it.
+    public var source: SourceFile
+
+    /// Creates an inventory from parts already validated.
+    public init(defaults: InventoryDefaults = InventoryDefaults(), runners: [RunnerSpec], source: SourceFile) {
+        self.defaults = defaults
+        self.runners = runners
+        self.source = source
+    }
+
+    /// The runner called `name`, if there is one.
+    public func runner(named name: String) -> RunnerSpec? {
+        runners.first { $0.name.value == name }
+    }
+
+    /// A diagnostic pointing at a value of this inventory, quoting its line.
+    public func diagnostic<T>(_ located: Located<T>, _ message: String) -> Diagnostic {
+        Diagnostic(file: located.file, mark: located.mark, message: message,
+                   sourceLine: located.file == source.displayName ? source.line(located.mark.line) : nil)
+    }
+}
+
+/// The `defaults:` section: settings shared by every runner; nil (or empty) means not written.
+public struct InventoryDefaults: Sendable, Hashable {
+    /// The login user.
+    public var user: Located<String>?
+    /// The sshd port.
+    public var port: Located<Int>?
+    /// Private keys to try after the agent, in order (`identity_file` takes a path or a list of paths).
+    public var identityFiles: [Located<String>]?
+    /// Where dstack keeps its files on the runner, as written (see `loginRelativePath(_:)`).
+    public var workdir: Located<String>?
+    /// Jobs at once on a runner.
+    public var maxJobs: Located<Int>?
+    /// Labels every runner carries.
+    public var labels: [Located<String>]
+
+    /// Creates defaults; every value is optional.
+    public init(user: Located<String>? = nil, port: Located<Int>? = nil, identityFiles: [Located<String>]? = nil,
+                workdir: Located<String>? = nil, maxJobs: Located<Int>? = nil, labels: [Located<String>] = []) {
+        self.user = user
+        self.port = port
+        self.identityFiles = identityFiles
+        self.workdir = workdir
+        self.maxJobs = maxJobs
+        self.labels = labels
+    }
+}
+
+/// One entry of `runners:`, as written; nil means the value was not written.
+public struct RunnerSpec: Sendable, Hashable {
+    /// The name runs and `dstack runners` show; unique in the inventory.
+    public var name: Located<String>
+    /// An address, a host name, or a Host alias of ~/.ssh/config.
+    public var host: Located<String>
+    /// The login user.
+    public var user: Located<String>?
+    /// The sshd port.
+    public var port: Located<Int>?
+    /// Private keys to try after the agent, in order.
+    public var identityFiles: [Located<String>]?
+    /// Where dstack keeps its files on the runner, as written.
+    public var workdir: Located<String>?
+    /// Jobs at once on this runner.
+    public var maxJobs: Located<Int>?
+    /// Labels of this runner, added to those of `defaults`.
+    public var labels: [Located<String>]
+    /// What to believe instead of what probing the runner finds.
+    public var resources: ResourceOverride?
+
+    /// Creates a runner entry; only `name` and `host` are required.
+    public init(name: Located<String>, host: Located<String>, user: Located<String>? = nil, port: Located<Int>? = nil,
+                identityFiles: [Located<String>]? = nil, workdir: Located<String>? = nil, maxJobs: Located<Int>? = nil,
+                labels: [Located<String>] = [], resources: ResourceOverride? = nil) {
+        self.name = name
+        self.host = host
+        self.user = user
+        self.port = port
+        self.identityFiles = identityFiles
+        self.workdir = workdir
+        self.maxJobs = maxJobs
+        self.labels = labels
+        self.resources = resources
+    }
+}
+
+/// A runner's `resources:`: each value given replaces what the probe found; values not given keep the probed ones.
+public struct ResourceOverride: Sendable, Hashable {
+    /// GPUs (`gpu: 2` or `gpu: {count: 2}`); 0 hides the GPUs the probe found.
+    public var gpuCount: Located<Int>?
+    /// The GPU model (`gpu: {name: A100}`).
+    public var gpuName: Located<String>?
+    /// Memory per GPU, in bytes (`gpu: {memory: 40GB}`).
+    public var gpuMemory: Located<Int64>?
+    /// CPUs.
+    public var cpu: Located<Int>?
+    /// Memory, in bytes.
+    public var memory: Located<Int64>?
+
+    /// Creates an override; every value is optional.
+    public init(gpuCount: Located<Int>? = nil, gpuName: Located<String>? = nil, gpuMemory: Located<Int64>? = nil,
+                cpu: Located<Int>? = nil, memory: Located<Int64>? = nil) {
+        self.gpuCount = gpuCount
+        self.gpuName = gpuName
+        self.gpuMemory = gpuMemory
+        self.cpu = cpu
+        self.memory = memory
+    }
+}
+
+/// A runner with every setting decided: the inventory merged with ~/.ssh/config and the built-in defaults.
+public struct ResolvedRunner: Sendable, Hashable {
+    /// The runner's name.
+    public var name: String
+    /// The `host:` value as written (an address or a ~/.ssh/config alias), for messages.
+    public var host: Located<String>
+    /// The address to connect to (HostName from ~/.ssh/config, else `host`).
+    public var hostname: String
+    /// The sshd port.
+    public var port: Int
+    /// The login user.
+    public var user: String
+    /// Local paths of private keys to try after the agent, in order, expanded; they may not exist.
+    public var identityFiles: [String]
+    /// Where dstack keeps its files on the runner, as written; `remoteWorkdir` is the path to use remotely.
+    public var workdir: String
+    /// Jobs at once; nil means the CPU count the probe finds.
+    public var maxJobs: Int?
+    /// The labels of `defaults` and then the runner's own, without repeats.
+    public var labels: [String]
+    /// What to believe instead of what probing finds, if anything.
+    public var resources: ResourceOverride?
+    /// The ProxyJump that ~/.ssh/config sets for this host, which dstack cannot follow yet.
+    public var proxyJump: String?
+    /// The ProxyCommand that ~/.ssh/config sets for this host, which dstack cannot run yet.
+    public var proxyCommand: String?
+    /// The name of the ssh config the proxy settings came from, for messages.
+    var sshConfigName = "~/.ssh/config"
+
+    /// Creates a resolved runner.
+    public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
+                identityFiles: [String], workdir: String, maxJobs: Int? = nil, labels: [String] = [],
+                resources: ResourceOverride? = nil, proxyJump: String? = nil, proxyCommand: String? = nil) {
+        self.name = name
+        self.host = host
+        self.hostname = hostname
+        self.port = port
+        self.user = user
+        self.identityFiles = identityFiles
+        self.workdir = workdir
+        self.maxJobs = maxJobs
+        self.labels = labels
+        self.resources = resources
+        self.proxyJump = proxyJump
+        self.proxyCommand = proxyCommand
+    }
+
+    /// `workdir` as a path the remote side can use without a shell expanding `~` (see `loginRelativePath(_:)`).
+    public var remoteWorkdir: String { loginRelativePath(workdir) }
+
+    /// Why dstack cannot connect to this runner yet (it needs a proxy), or nil when it connects directly.
+    public var unsupportedConnection: String? {
+        let what: String
+        if let proxyJump {
+            what = "ProxyJump '\(proxyJump)'"
+        } else if let proxyCommand {
+            what = "ProxyCommand '\(proxyCommand)'"
+        } else {
+            return nil
+        }
+        // Tunnelling through the alias itself lets ssh follow the proxy, whichever kind it is.
+        return "runner '\(name)' reaches '\(host.value)' through \(what) (set in \(sshConfigName)), which dstack does not support yet; "
+            + "set 'host:' to an address this machine reaches directly, or keep an SSH tunnel open (for example "
+            + "'ssh -N -L 2222:localhost:\(port) \(host.value)', or a LocalForward in \(sshConfigName)) "
+            + "and set 'host: 127.0.0.1' and 'port: 2222'"
+    }
+}
+
+/// The private keys tried when neither the inventory nor ~/.ssh/config names any, as OpenSSH tries them.
+public let defaultIdentityFiles = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
+
+/// The workdir of a runner whose inventory does not name one.
+public let defaultRunnerWorkdir = "~/.dstack-runner"
+
+extension Inventory {
+    /// Decides every runner's settings: the runner's own value, then ~/.ssh/config for its `host`, then `defaults`,
+    /// then the built-in default (port 22, `localUser`, the usual keys, `~/.dstack-runner`).
+    ///
+    /// Identity files get a leading `~` replaced by `home`; those from ~/.ssh/config also get OpenSSH's `%` tokens.
+    /// Runners that need ProxyJump or ProxyCommand resolve too; `requireDirectConnections(_:)` rejects them.
+    public func resolve(sshConfig: SSHConfig?, home: String, localUser: String) -> [ResolvedRunner] {
+        runners.map { spec in
+            let alias = spec.host.value
+            let ssh = sshConfig?.resolve(host: alias) ?? SSHHostConfig()
+            let hostname = ssh.hostName ?? alias
+            let user = spec.user?.value ?? ssh.user ?? defaults.user?.value ?? localUser
+            let port = spec.port?.value ?? ssh.port ?? defaults.port?.value ?? 22
+            let expansion = SSHExpansion(alias: alias, hostName: hostname, remoteUser: user, localUser: localUser,
+                                         port: port, home: home)
+            let identityFiles: [String]
+            if let own = spec.identityFiles {
+                identityFiles = own.map { expandingTilde($0.value, home: home) }
+            } else if !ssh.identityFiles.isEmpty {
+                identityFiles = ssh.expandedIdentityFiles(expansion)
+            } else if let shared = defaults.identityFiles {
+                identityFiles = shared.map { expandingTilde($0.value, home: home) }
+            } else {
+                identityFiles = defaultIdentityFiles.map { expandingTilde($0, home: home) }
+            }
+            var labels: [String] = []
+            for label in (defaults.labels + spec.labels).map(\.value) where !labels.contains(label) {
+                labels.append(label)
+            }
+            var runner = ResolvedRunner(
+                name: spec.name.value, host: spec.host, hostname: hostname, port: port, user: user,
+                identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? defaultRunnerWorkdir,
+                maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
+                proxyJump: ssh.proxyJump, proxyCommand: ssh.proxyCommand)
+            if let sshConfig { runner.sshConfigName = sshConfig.displayName }
+            return runner
+        }
+    }
+
+    /// Throws one diagnostic per runner of `runners` that needs a proxy to be reached, each pointing at its `host:`.
+    public func requireDirectConnections(_ runners: [ResolvedRunner]) throws(ConfigError) {
+        let problems = runners.compactMap { runner in
+            runner.unsupportedConnection.map { diagnostic(runner.host, $0) }
+        }
+        guard problems.isEmpty else { throw ConfigError(problems) }
+    }
+}
+
+/// A remote path with a leading `~` made relative to the login directory (`~/x` → `x`, `~` → `.`), since remote
+/// commands start there and dstack never relies on a remote shell to expand `~`; other paths are returned as given.
+public func loginRelativePath(_ path: String) -> String {
+    guard path == "~" || path.hasPrefix("~/") else { return path }
+    let rest = path.dropFirst().drop { $0 == "/" }
+    return rest.isEmpty ? "." : String(rest)
+}
+
+/// `path` with a leading `~` or `~/` replaced by `home`; `~user` forms are left alone.
+func expandingTilde(_ path: String, home: String) -> String {
+    guard path == "~" || path.hasPrefix("~/") else { return path }
+    var base = home
+    while base.count > 1, base.hasSuffix("/") { base.removeLast() }
+    if path == "~" { return base }
+    return base == "/" ? "/" + path.dropFirst(2) : base + path.dropFirst()
+}

@@ -1,0 +1,257 @@
+import DstackModel
+import DstackSSH
+import Foundation
+import Logging
+
+/// How to reach one SSH runner and what the inventory says about it.
+public struct SSHRunnerConfig: Sendable {
+    /// The runner's name.
+    public var name: String
+    /// Connection options (host, port, user, keys, known_hosts, timeouts).
+    public var ssh: SSHOptions
+    /// The work directory, relative to the login directory (or absolute).
+    public var workdir: String
+    /// Jobs at once, or nil for the probed CPU count.
+    public var maxJobs: Int?
+    /// Labels jobs can ask for.
+    public var labels: [String]
+    /// GPU count, CPU and memory that override what the probe finds.
+    public var resources: Resources?
+    /// A local folder of file contents by hash (the local runner's objects), read in preference to the working
+    /// tree, so that code edited after `dstack run` returned never reaches the run.
+    public var localObjects: URL?
+
+    /// Creates a runner configuration.
+    public init(name: String, ssh: SSHOptions, workdir: String, maxJobs: Int? = nil, labels: [String] = [],
+                resources: Resources? = nil, localObjects: URL? = nil) {
+        self.localObjects = localObjects
+        self.name = name
+        self.ssh = ssh
+        self.workdir = workdir
+        self.maxJobs = maxJobs
+        self.labels = labels
+        self.resources = resources
+    }
+}
+
+/// Runs jobs on a machine reached over SSH, with nothing installed there but sshd, `sh` and `tar`.
+///
+/// One connection per runner carries everything (exec and transfer channels at once); it is opened on first use
+/// and opened again, with backoff, when it drops. Code is synced content-addressed into `workdir/objects`, so a
+/// run after a one-file edit sends one object.
+public final class SSHRunner: Runner, Sendable {
+    public let name: String
+    /// Its configuration.
+    public let config: SSHRunnerConfig
+    let connection: SSHConnection
+    let logger: Logger
+
+    /// Creates a runner; nothing is connected until it is used.
+    public init(_ config: SSHRunnerConfig, logger: Logger = Logger(label: "dstack.runner")) {
+        self.name = config.name
+        self.config = config
+        self.connection = SSHConnection(options: config.ssh, logger: logger)
+        self.logger = logger
+    }
+
+    var workdir: String { config.workdir.isEmpty ? "." : config.workdir }
+    var objects: String { workdir + "/objects" }
+    func jobDir(_ jobId: String) -> String { workdir + "/jobs/" + jobId }
+
+    /// Runs one of the runner scripts with `arguments` as its positional parameters.
+    func script(_ text: String, _ arguments: [String], stdin: Data? = nil) async throws -> ExecResult {
+        let command = "sh -c " + shellQuote(text) + " dstack " + arguments.map(shellQuote).joined(separator: " ")
+        return try await connection.session().exec(command, stdin: stdin)
+    }
+
+    func failure(_ what: String, _ result: ExecResult) -> RunnerError {
+        let detail = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
+        return .unavailable(runner: name, reason: "\(what) failed (\(result.statusDescription))\(detail.isEmpty ? "" : ": \(detail)")")
+    }
+
+    public func probe() async throws -> RunnerInfo {
+        let result: ExecResult
+        do {
+            result = try await script(RunnerScripts.probe, [workdir])
+        } catch {
+            throw RunnerError.unavailable(runner: name, reason: "\(error)")
+        }
+        var info = RunnerInfo(name: name, os: "?", cpus: 1, memory: 0, gpus: [], maxJobs: 1, labels: config.labels)
+        var locks: [String] = []
+        for line in result.stdoutText.split(separator: "\n") {
+            let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { continue }
+            switch parts[0] {
+            case "os": info.os = parts[1]
+            case "cpus": info.cpus = Int(parts[1]) ?? 1
+            case "memory_kb": info.memory = (Int64(parts[1]) ?? 0) * 1024
+            case "gpu": info.gpus += parseNvidiaSMI(parts[1])
+            case "engine": info.engine = parts[1]
+            case "disk_free_kb": info.diskFree = (Int64(parts[1]) ?? 0) * 1024
+            case "lock": locks.append(parts[1])
+            default: break
+            }
+        }
+        info.locks = locks
+        if let r = config.resources {
+            // A negative count means the inventory did not override the GPUs.
+            if r.gpu >= 0, r.gpu != info.gpus.count {
+                info.gpus = (0..<r.gpu).map { GPU(index: $0, name: r.gpuName ?? "gpu", memory: r.gpuMemory ?? 0) }
+            }
+            if let cpu = r.cpu { info.cpus = cpu }
+            if let memory = r.memory { info.memory = memory }
+        }
+        info.maxJobs = config.maxJobs ?? info.cpus
+        return info
+    }
+
+    public func acquire(jobId: String, gpus: [Int], count: Int, slots: Int, owner: String) async throws -> SlotGrant? {
+        let result = try await script(RunnerScripts.acquire,
+                                      [workdir, jobId, String(slots), gpus.map(String.init).joined(separator: " "), String(count), owner])
+        return try SlotGrant.parse(status: result.exitStatus, output: result.stdoutText, stderr: result.stderrText, runner: name)
+    }
+
+    public func release(jobId: String) async throws {
+        _ = try await script(RunnerScripts.release, [workdir, jobId])
+    }
+
+    public func sync(_ snapshot: Snapshot) async throws -> Int {
+        let listing = try await script(RunnerScripts.listObjects, [objects])
+        guard listing.succeeded else { throw failure("listing objects in \(objects)", listing) }
+        let present = Set(listing.stdoutText.split(separator: "\n").map(String.init))
+        var missing: [SnapshotFile] = []
+        var seen = Set<String>()
+        for file in snapshot.files where !present.contains(file.hash) && seen.insert(file.hash).inserted {
+            missing.append(file)
+        }
+        guard !missing.isEmpty else { return 0 }
+        // Stage the missing contents under their hashes, send them as one tar stream into an incoming folder,
+        // and move them into place only once all arrived: a dropped transfer never leaves a truncated object.
+        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-objects-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: staging) }
+        let root = URL(fileURLWithPath: snapshot.root)
+        for file in missing {
+            var source = root.appendingPathComponent(file.path).path
+            if let objects = config.localObjects?.appendingPathComponent(file.hash).path,
+               FileManager.default.fileExists(atPath: objects) {
+                source = objects
+            }
+            let target = staging.appendingPathComponent(file.hash).path
+            if link(source, target) != 0 {
+                try FileManager.default.copyItem(atPath: source, toPath: target)
+            }
+        }
+        let incoming = objects + "/.incoming-" + UUID().uuidString.prefix(8)
+        try await connection.session().uploadTree(staging.path, paths: missing.map(\.hash), to: incoming)
+        let adopt = try await script(RunnerScripts.adoptObjects, [incoming])
+        guard adopt.succeeded else { throw failure("storing objects", adopt) }
+        return missing.count
+    }
+
+    public func prepare(jobId: String, snapshot: Snapshot) async throws {
+        let manifest = snapshot.files.map { "\($0.hash) \(String($0.mode, radix: 8)) \($0.path)\n" }.joined()
+        let result = try await script(RunnerScripts.materialize, [jobDir(jobId), objects], stdin: Data(manifest.utf8))
+        guard result.succeeded else { throw RunnerError.job(jobId: jobId, reason: "preparing its directory on \(name) failed: \(result.stderrText)") }
+    }
+
+    public func place(jobId: String, from staging: URL) async throws {
+        try await connection.session().uploadTree(staging.path, paths: ["."], to: jobDir(jobId) + "/repo")
+    }
+
+    public func launch(_ job: JobLaunch) async throws {
+        let dir = jobDir(job.jobId)
+        var env = ""
+        for (key, value) in job.environment.sorted(by: { $0.key < $1.key }) where isEnvironmentName(key) {
+            env += "export \(key)=\(shellQuote(value))\n"
+        }
+        let session = try await connection.session()
+        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("launch.sh", RunnerScripts.launch)] {
+            let write = try await session.exec("cat > " + shellQuote(dir + "/" + file), stdin: Data(text.utf8))
+            guard write.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot write \(file) on \(name): \(write.stderrText)") }
+        }
+        // setsid: the job gets its own session and process group, so a dropped connection does not kill it.
+        let start = "cd " + shellQuote(dir) + " && : > log && setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir)
+            + " </dev/null >/dev/null 2>&1 &"
+        let result = try await session.exec(start)
+        guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
+    }
+
+    public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
+        let command = "sh -c " + shellQuote(RunnerScripts.follow) + " dstack " + shellQuote(jobDir(jobId)) + " " + String(offset)
+        var exitText = Data()
+        var status: Int32 = 0
+        for try await event in try await connection.session().execStream(command, idleTimeout: .some(nil)) {
+            switch event {
+            case .output(.stdout, let data): try await output(data)
+            case .output(.stderr, let data): exitText.append(data)
+            case .exit(let result): status = result.exitStatus
+            }
+        }
+        if status == 99 { return JobExit(code: nil, reason: "the job's process on \(name) disappeared without an exit status (killed)") }
+        let text = String(decoding: exitText, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard status == 0, let code = Int32(text) else {
+            return JobExit(code: nil, reason: "cannot read the job's exit status on \(name): \(text)")
+        }
+        if code > 128, code < 160 { return JobExit(code: code, signal: code - 128) }
+        return JobExit(code: code)
+    }
+
+    public func withArtifacts<T: Sendable>(jobId: String, paths: [String], _ body: (URL) async throws -> T) async throws -> T {
+        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-artifacts-\(jobId)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: staging) }
+        try await fetchArtifacts(jobId: jobId, paths: paths, into: staging)
+        return try await body(staging)
+    }
+
+    func fetchArtifacts(jobId: String, paths: [String], into staging: URL) async throws {
+        guard !paths.isEmpty else { return }
+        // Only the paths that exist are fetched; a missing one is then reported by the artifact scanner.
+        let check = try await script("cd \"$1\" || exit 2; shift; for p; do [ -e \"$p\" ] || [ -L \"$p\" ] && printf '%s\\n' \"$p\"; done",
+                                     [jobDir(jobId) + "/repo"] + paths)
+        let existing = check.stdoutText.split(separator: "\n").map(String.init)
+        if !existing.isEmpty {
+            try await connection.session().downloadTree(jobDir(jobId) + "/repo", paths: existing, to: staging.path)
+        }
+    }
+
+    public func stop(jobId: String) async throws {
+        _ = try await script(RunnerScripts.stop, [jobDir(jobId)])
+    }
+
+    public func cleanup(jobId: String) async throws {
+        _ = try await connection.session().exec("rm -rf " + shellQuote(jobDir(jobId)))
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        await connection.close()
+    }
+}
+
+/// The one connection to a runner: opened on first use, opened again (with backoff) once it dropped.
+actor SSHConnection {
+    let options: SSHOptions
+    let logger: Logger
+    var current: SSHSession?
+
+    init(options: SSHOptions, logger: Logger) {
+        self.options = options
+        self.logger = logger
+    }
+
+    func session() async throws -> SSHSession {
+        if let current, current.isConnected { return current }
+        if let current { await current.close() }
+        current = nil
+        let session = try await SSHSession.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
+        current = session
+        return session
+    }
+
+    func close() async {
+        await current?.close()
+        current = nil
+    }
+}
