@@ -1,11 +1,12 @@
-/// The keys a hosts inventory may hold at its top level.
-public let inventoryKeys = ["defaults", "runners"]
-/// The keys `defaults:` may hold in a hosts inventory.
-public let inventoryDefaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels"]
-/// The keys a runner may hold in a hosts inventory.
-public let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels", "resources"]
-
 extension Inventory {
+    /// The keys a hosts inventory may hold at its top level.
+    public static let keys = ["defaults", "runners"]
+    /// The keys `defaults:` may hold.
+    public static let defaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels"]
+    /// The keys a runner may hold.
+    public static let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels",
+                                    "resources"]
+
     /// Parses and validates a hosts inventory; every problem found is reported at once, in file order, each with
     /// its location, the line and a caret.
     public static func parse(_ source: SourceFile) throws(ConfigError) -> Inventory {
@@ -33,7 +34,7 @@ extension Inventory {
     private static func parseFile(_ root: Node, _ r: inout NodeReader) -> (InventoryDefaults, [RunnerSpec]) {
         var defaults = InventoryDefaults()
         let errorsBefore = r.diagnostics.count
-        guard let top = r.mapping(root, what: "the hosts inventory", allowed: inventoryKeys) else { return (defaults, []) }
+        guard let top = r.mapping(root, what: "the hosts inventory", allowed: keys) else { return (defaults, []) }
         if let section = top.first(where: { $0.name == "defaults" }) {
             defaults = parseDefaults(section.value, &r)
         }
@@ -74,12 +75,12 @@ extension Inventory {
         if node.isNull { return InventoryDefaults() }
         // Unknown keys are checked here rather than by `mapping`, so that a runner's own key gets its own message.
         for (key, keyNode, value) in r.mapping(node, what: "'defaults'") ?? [] {
-            if inventoryDefaultsKeys.contains(key) {
+            if defaultsKeys.contains(key) {
                 fields.read(key, value, &r)
             } else if runnerKeys.contains(key) {
                 r.error(keyNode.mark, "'\(key)' cannot be a default; give it to each runner under 'runners:'")
             } else {
-                r.error(keyNode.mark, "unknown key '\(key)' in 'defaults'\(didYouMean(key, inventoryDefaultsKeys))")
+                r.error(keyNode.mark, "unknown key '\(key)' in 'defaults'\(didYouMean(key, defaultsKeys))")
             }
         }
         return InventoryDefaults(user: fields.user, port: fields.port, identityFiles: fields.identityFiles,

@@ -1,5 +1,7 @@
 /// A hosts inventory as written: defaults and the runners jobs go to, each value located so that later errors can
-/// point at it. Parsing is `Inventory.parse`; merging with ~/.ssh/config is `resolve(sshConfig:home:localUser:)`.
+/// point at it.
+///
+/// `Inventory.parse` reads one; `resolve(sshConfig:home:localUser:)` merges it with ~/.ssh/config.
 public struct Inventory: Sendable, Hashable {
     /// What every runner gets unless it, or ~/.ssh/config for its host, says otherwise.
     public var defaults: InventoryDefaults
@@ -183,13 +185,13 @@ public struct ResolvedRunner: Sendable, Hashable {
     }
 }
 
-/// The private keys tried when neither the inventory nor ~/.ssh/config names any, as OpenSSH tries them.
-public let defaultIdentityFiles = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
-
-/// The workdir of a runner whose inventory does not name one.
-public let defaultRunnerWorkdir = "~/.dstack-runner"
-
 extension Inventory {
+    /// The private keys tried when neither the inventory nor ~/.ssh/config names any, in OpenSSH's order.
+    public static let defaultIdentityFiles = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
+
+    /// The workdir of a runner when the inventory names none: `.dstack-runner` in the login directory.
+    public static let defaultWorkdir = "~/.dstack-runner"
+
     /// Decides every runner's settings: the runner's own value, then ~/.ssh/config for its `host`, then `defaults`,
     /// then the built-in default (port 22, `localUser`, the usual keys, `~/.dstack-runner`).
     ///
@@ -212,7 +214,7 @@ extension Inventory {
             } else if let shared = defaults.identityFiles {
                 identityFiles = shared.map { expandingTilde($0.value, home: home) }
             } else {
-                identityFiles = defaultIdentityFiles.map { expandingTilde($0, home: home) }
+                identityFiles = Self.defaultIdentityFiles.map { expandingTilde($0, home: home) }
             }
             var labels: [String] = []
             for label in (defaults.labels + spec.labels).map(\.value) where !labels.contains(label) {
@@ -220,7 +222,7 @@ extension Inventory {
             }
             var runner = ResolvedRunner(
                 name: spec.name.value, host: spec.host, hostname: hostname, port: port, user: user,
-                identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? defaultRunnerWorkdir,
+                identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? Self.defaultWorkdir,
                 maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
                 proxyJump: ssh.proxyJump, proxyCommand: ssh.proxyCommand)
             if let sshConfig { runner.sshConfigName = sshConfig.displayName }

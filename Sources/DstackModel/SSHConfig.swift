@@ -42,8 +42,8 @@ public struct SSHConfig: Sendable, Hashable {
         var blocks = [Block(condition: .always)]
         var diagnostics: [Diagnostic] = []
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }
-        for (index, text) in lines.enumerated() {
-            let chars = Array(text)
+        for (index, lineText) in lines.enumerated() {
+            let chars = Array(lineText)
             func fail(_ offset: Int, _ message: String) {
                 diagnostics.append(Diagnostic(source, Mark(line: index + 1, column: offset + 1), message))
             }
