@@ -83,7 +83,7 @@ public actor Coordinator {
 
         let heartbeat = Task { [weak self] in
             while !Task.isCancelled {
-                try? await Task.sleep(nanoseconds: 1_000_000_000)
+                do { try await Task.sleep(nanoseconds: 1_000_000_000) } catch { break }
                 await self?.beat()
             }
         }
@@ -98,6 +98,7 @@ public actor Coordinator {
             }
         }
         heartbeat.cancel()
+        await heartbeat.value  // no heartbeat may write run.json after the final record below
         if stopRequested {
             for job in run.jobs where !job.status.isFinished {
                 update(job.workflow) { $0.status = .stopped; $0.reason = "the run was stopped before it started" }
@@ -170,6 +171,13 @@ public actor Coordinator {
         }
     }
 
+    /// Why no runner of the pool can ever take `job`, or nil when one can.
+    private func unfit(_ job: PlannedJob) -> String? {
+        let misfits = pool.compactMap { $0.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil) }
+        guard misfits.count == pool.count, let first = misfits.first else { return nil }
+        return "no reachable runner fits it: it needs \(first)"
+    }
+
     /// The runner to try for `job`: one that fits, has a free slot here and was not just found full elsewhere;
     /// the least loaded first, so jobs spread over the pool.
     private func pick(_ job: PlannedJob) -> PoolMember? {
@@ -199,7 +207,15 @@ public actor Coordinator {
                     changed = true
                     continue
                 }
-                guard deps.allSatisfy({ $0.status.isSuccess }), let member = pick(job) else { continue }
+                guard deps.allSatisfy({ $0.status.isSuccess }) else { continue }
+                if let reason = unfit(job) {
+                    // The runner that could take it is unreachable now (attach after a runner was lost, say).
+                    update(job.workflow) { $0.status = .failed; $0.reason = reason; $0.finishedAt = Date() }
+                    if let record = run.jobs.first(where: { $0.workflow == job.workflow }) { sink.emit(.finished(record)) }
+                    changed = true
+                    continue
+                }
+                guard let member = pick(job) else { continue }
                 active[member.info.name, default: 0] += 1
                 update(job.workflow) { $0.status = .preparing; $0.runner = member.info.name }
                 group.addTask { await self.runJob(job, on: member) }

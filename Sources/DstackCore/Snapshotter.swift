@@ -103,7 +103,8 @@ public struct IgnoreRules: Sendable {
 
     /// Parses patterns from `text`.
     public init(text: String = "") {
-        for raw in text.split(separator: "\n") {
+        // Split on every line ending (Swift reads "\r\n" as one character, so splitting on "\n" alone misses CRLF).
+        for raw in text.split(whereSeparator: { $0.isNewline }) {
             var line = raw.trimmingCharacters(in: .whitespaces)
             if line.isEmpty || line.hasPrefix("#") { continue }
             let negated = line.hasPrefix("!")
@@ -122,7 +123,8 @@ public struct IgnoreRules: Sendable {
         let name = path.split(separator: "/").last.map(String.init) ?? path
         for rule in rules where !rule.directoryOnly || isDirectory {
             let subject = rule.anchored ? path : name
-            if fnmatch(rule.pattern, subject, 0) == 0 { ignored = !rule.negated }
+            // FNM_PATHNAME: as in git, `*` never matches across `/`.
+            if fnmatch(rule.pattern, subject, FNM_PATHNAME) == 0 { ignored = !rule.negated }
         }
         return ignored
     }

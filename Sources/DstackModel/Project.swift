@@ -85,6 +85,7 @@ public struct Project: Sendable {
     /// `declared` holds every workflow name written, broken workflows included, so they are not also unknown.
     private func semanticDiagnostics(declared: Set<String>) -> [Diagnostic] {
         var out: [Diagnostic] = []
+        var reportedClashes = Set<Mark>()
         var firstByName: [String: Located<String>] = [:]
         for wf in workflows {
             if let first = firstByName[wf.name.value] {
@@ -99,6 +100,7 @@ public struct Project: Sendable {
                 out.append(sources.diagnostic(file: dep.file, mark: dep.mark,
                     "unknown workflow '\(dep.workflow)' in depends-on of '\(wf.name.value)'\(didYouMean(dep.workflow, names))"))
             }
+            out += environmentClashes(wf, reported: &reportedClashes)
             let visible = Set(variables.visible(to: wf.name.value).map(\.name)).union(builtinVariables)
             for value in wf.templatedValues {
                 let template: Template
@@ -121,6 +123,25 @@ public struct Project: Sendable {
             let closing = cycle[cycle.count - 2]
             let dep = closing.dependsOn.first { $0.workflow == cycle.last!.name.value && $0.tag == nil }!
             out.append(sources.diagnostic(file: dep.file, mark: dep.mark, "dependency cycle: \(path)"))
+        }
+        return out
+    }
+
+    /// Variables whose environment names collide (`batch-size` and `batch_size` are both `BATCH_SIZE`), or would
+    /// replace what the shell and dstack rely on (`path` would become `PATH`).
+    private func environmentClashes(_ wf: Workflow, reported: inout Set<Mark>) -> [Diagnostic] {
+        var out: [Diagnostic] = []
+        var byEnvironmentName: [String: VariableDefault] = [:]
+        for v in variables.visible(to: wf.name.value) {
+            let env = v.environmentName
+            if let other = byEnvironmentName[env], other.name != v.name, reported.insert(v.value.mark).inserted {
+                out.append(sources.diagnostic(v.value, "variables '\(other.name)' and '\(v.name)' would both be exported as \(env) to '\(wf.name.value)'; rename one"))
+            }
+            byEnvironmentName[env] = v
+            if reservedEnvironmentNames.contains(env) || env.hasPrefix("DSTACK_") || env.hasPrefix("LD_"),
+               reported.insert(v.value.mark).inserted {
+                out.append(sources.diagnostic(v.value, "variable '\(v.name)' would be exported as \(env), which the job's shell needs; rename it"))
+            }
         }
         return out
     }

@@ -47,5 +47,9 @@ public struct VariableTable: Sendable, Hashable {
     }
 }
 
+/// Environment names a variable may not take: the job's shell and tools depend on them.
+public let reservedEnvironmentNames: Set<String> = ["PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "IFS",
+                                                    "TMPDIR", "CUDA_VISIBLE_DEVICES"]
+
 /// Names every job can use without declaring them.
 public let builtinVariables = ["run_name", "job_id"]

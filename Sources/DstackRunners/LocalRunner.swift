@@ -133,6 +133,8 @@ public struct LocalRunner: Runner {
         let dir = jobDirectory(job.jobId)
         try Data(job.script.utf8).write(to: dir.appendingPathComponent("commands.sh"))
         try Data(RunnerScripts.launch.utf8).write(to: dir.appendingPathComponent("launch.sh"))
+        let engine = job.image == nil ? nil : try await probe().engine
+        try Data(JobCommand.script(for: job, engine: engine).utf8).write(to: dir.appendingPathComponent("run.sh"))
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text.
@@ -174,15 +176,7 @@ public struct LocalRunner: Runner {
     }
 
     public func stop(jobId: String) async throws {
-        let dir = jobDirectory(jobId)
-        guard let pid = readPid(dir), pid > 0 else { return }
-        // The job runs in its own session, so its process group id is the wrapper's pid.
-        kill(-pid, SIGTERM)
-        for _ in 0..<50 {
-            if !processAlive(dir) || FileManager.default.fileExists(atPath: dir.appendingPathComponent("exit").path) { return }
-            try await Task.sleep(nanoseconds: 100_000_000)
-        }
-        kill(-pid, SIGKILL)
+        _ = try await Subprocess.run(["sh", "-c", RunnerScripts.stop, "dstack", jobDirectory(jobId).path])
     }
 
     public func cleanup(jobId: String) async throws {
@@ -204,7 +198,14 @@ public struct LocalRunner: Runner {
 
     private func parseExit(_ dir: URL, _ path: String) -> JobExit {
         var status: Int32 = 0
-        if let pid = readPid(dir) { _ = waitpid(pid, &status, WNOHANG) }
+        // The wrapper exits right after writing `exit`; reap it (if it is our child) so no zombie is left.
+        if let pid = readPid(dir) {
+            for _ in 0..<200 {
+                let reaped = waitpid(pid, &status, WNOHANG)
+                if reaped == pid || reaped < 0 { break }
+                usleep(5_000)
+            }
+        }
         let text = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
         guard let code = Int32(text) else { return JobExit(code: nil, reason: "unreadable exit status '\(text)'") }
         if code > 128, code < 160 { return JobExit(code: code, signal: code - 128) }

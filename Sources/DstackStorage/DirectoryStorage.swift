@@ -126,7 +126,12 @@ public struct DirectoryStorage: Storage {
         let dir = prefix.hasSuffix("/") ? String(prefix.dropLast()) : prefix
         let url = dir.isEmpty ? root : try url(dir)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []
-        return names.filter { !$0.hasPrefix(".tmp-") }.sorted()
+        return names.filter { name in
+            var isDirectory: ObjCBool = false
+            return !name.hasPrefix(".tmp-")
+                && FileManager.default.fileExists(atPath: url.appendingPathComponent(name).path, isDirectory: &isDirectory)
+                && isDirectory.boolValue
+        }.sorted()
     }
 
     public func delete(_ key: String) async throws {

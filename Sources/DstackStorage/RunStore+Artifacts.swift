@@ -23,12 +23,28 @@ extension RunStore {
     }
 
     /// Places the stored artifacts of `manifest` under `directory`, with their modes and links.
+    ///
+    /// A manifest is data from a shared storage, so it is checked before anything is written: no path may escape,
+    /// no link may point outside its artifact, and no entry may sit below a link. Links are created last.
     public func downloadArtifacts(_ manifest: ArtifactManifest, into directory: URL) async throws {
         let fm = FileManager.default
+        let links = Set(manifest.files.filter { $0.link != nil }.map(\.path))
         for file in manifest.files {
             guard relativePathProblem(file.path) == nil else {
                 throw StorageError.refused("artifact path '\(file.path)' in manifest \(manifest.cacheKey) escapes its directory; refusing to place it")
             }
+            let parents = file.path.split(separator: "/").dropLast().indices.map { file.path.split(separator: "/")[...$0].joined(separator: "/") }
+            if parents.contains(where: { links.contains($0) }) {
+                throw StorageError.refused("artifact entry '\(file.path)' in manifest \(manifest.cacheKey) lies below a link; refusing to place it")
+            }
+            if let link = file.link {
+                let root = manifest.paths.map(normalizedRelativePath).first { file.path == $0 || file.path.hasPrefix($0 + "/") } ?? ""
+                guard ArtifactScanner.linkStaysInside(link: file.path, target: link, artifactRoot: root) else {
+                    throw StorageError.refused("artifact link '\(file.path)' -> '\(link)' in manifest \(manifest.cacheKey) points outside its artifact; refusing to place it")
+                }
+            }
+        }
+        for file in manifest.files.sorted(by: { ($0.link == nil ? 0 : 1) < ($1.link == nil ? 0 : 1) }) {
             let target = directory.appendingPathComponent(file.path)
             try fm.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
             if file.isDirectory == true {
@@ -69,7 +85,13 @@ enum ArtifactScanner {
         switch info.st_mode & S_IFMT {
         case S_IFLNK:
             let target = try FileManager.default.destinationOfSymbolicLink(atPath: full)
-            guard linkStaysInside(link: relative, target: target, artifactRoot: artifactRoot) else {
+            // Lexically inside is not enough (`x -> self/self/../..` through an inside link `self -> .`): where the
+            // target exists, its real path must lie inside the artifact's real path too.
+            var resolvedInside = true
+            if let real = realPath(full), let rootReal = realPath(directory.appendingPathComponent(artifactRoot).path) {
+                resolvedInside = real == rootReal || real.hasPrefix(rootReal + "/")
+            }
+            guard resolvedInside, linkStaysInside(link: relative, target: target, artifactRoot: artifactRoot) else {
                 throw StorageError.refused("artifact '\(artifactRoot)' holds a symbolic link '\(relative)' -> '\(target)' that points outside it; artifacts must be self-contained (copy the file in, or make the link relative inside '\(artifactRoot)')")
             }
             out.append(ArtifactFile(path: relative, size: 0, mode: mode, link: target))
@@ -86,6 +108,13 @@ enum ArtifactScanner {
         default:
             throw StorageError.refused("artifact '\(artifactRoot)' holds '\(relative)', which is neither a file, a directory nor a link")
         }
+    }
+
+    /// The canonical path of an existing file (links resolved), or nil.
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// True when a link at `link` (relative to the repository) pointing to `target` resolves inside `artifactRoot`.
