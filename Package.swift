@@ -60,7 +60,7 @@ let package = Package(
         .testTarget(name: "DstackStorageTests", dependencies: ["DstackStorage"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackSSHTests", dependencies: ["DstackSSH"]),
         .testTarget(name: "DstackCoreTests", dependencies: ["DstackCore"]),
-        .testTarget(name: "DstackCLITests", dependencies: ["DstackCore", "DstackStorage", "DstackModel"]),
+        .testTarget(name: "DstackCLITests", dependencies: ["DstackCore", "DstackStorage", "DstackModel", "DstackRunners"]),
     ],
     swiftLanguageModes: [.v6]
 )

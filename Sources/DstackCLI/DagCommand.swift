@@ -69,28 +69,29 @@ extension DstackCommand {
         }
 
         func run() async throws {
-            let workspace = try global.workspace()
-            let entries = await workspace.probePool().map { runner, result in
-                switch result {
-                case .success(let info): return Entry(name: runner.name, reachable: true, error: nil, info: info)
-                case .failure(let error): return Entry(name: runner.name, reachable: false, error: "\(error)", info: nil)
+            try await global.withWorkspace { workspace in
+                let entries = await workspace.probePool().map { runner, result in
+                    switch result {
+                    case .success(let info): return Entry(name: runner.name, reachable: true, error: nil, info: info)
+                    case .failure(let error): return Entry(name: runner.name, reachable: false, error: "\(error)", info: nil)
+                    }
                 }
-            }
-            if json { try Terminal.json(entries); return }
-            var rows: [[String]] = []
-            for e in entries {
-                guard let info = e.info else {
-                    rows.append([e.name, "unreachable", e.error ?? "", "", "", "", "", "", ""])
-                    continue
+                if json { try Terminal.json(entries); return }
+                var rows: [[String]] = []
+                for e in entries {
+                    guard let info = e.info else {
+                        rows.append([e.name, "unreachable", e.error ?? "", "", "", "", "", "", ""])
+                        continue
+                    }
+                    let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
+                    let busy = info.locks.filter { $0.hasPrefix("slot-") }.count
+                    rows.append([e.name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, info.engine ?? "-",
+                                 info.diskFree.map(formatBytes) ?? "-", "\(busy)/\(info.maxJobs)"])
                 }
-                let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
-                let busy = info.locks.filter { $0.hasPrefix("slot-") }.count
-                rows.append([e.name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, info.engine ?? "-",
-                             info.diskFree.map(formatBytes) ?? "-", "\(busy)/\(info.maxJobs)"])
-            }
-            Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "ENGINE", "DISK FREE", "BUSY"], rows))
-            for e in entries where e.info?.locks.isEmpty == false {
-                for lock in e.info!.locks { Terminal.out("  \(e.name): \(lock)") }
+                Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "ENGINE", "DISK FREE", "BUSY"], rows))
+                for e in entries where e.info?.locks.isEmpty == false {
+                    for lock in e.info!.locks { Terminal.out("  \(e.name): \(lock)") }
+                }
             }
         }
     }

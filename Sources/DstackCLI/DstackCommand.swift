@@ -119,6 +119,19 @@ struct GlobalOptions: ParsableArguments {
                                              acceptNewHostKeys: acceptNewHostKeys), maxJobs: maxJobs)
     }
 
+    /// Opens the workspace, runs `body`, and closes the runners' connections whatever happens.
+    func withWorkspace<T>(maxJobs: Int? = nil, _ body: (Workspace) async throws -> T) async throws -> T {
+        let workspace = try workspace(maxJobs: maxJobs)
+        do {
+            let result = try await body(workspace)
+            await workspace.close()
+            return result
+        } catch {
+            await workspace.close()
+            throw error
+        }
+    }
+
     /// The same options as arguments, to hand to a detached coordinator.
     var arguments: [String] {
         var out: [String] = []

@@ -45,30 +45,31 @@ extension DstackCommand {
         }
 
         func run() async throws {
-            let workspace = try global.workspace(maxJobs: maxJobs)
-            let project = try workspace.loadProject()
-            let planner = Planner(project: project)
-            let closure = try planner.closure(of: workflow)
-            let known = planner.variables(for: closure)
-            let overrides = try parseVariables(known: known.map(\.name))
-            let request = RunRequest(workflow: workflow, overrides: overrides, noCache: noCache, keep: keep, tag: tag)
-            let submitted = try await workspace.submit(request)
-            let name = submitted.record.name
+            try await global.withWorkspace(maxJobs: maxJobs) { workspace in
+                let project = try workspace.loadProject()
+                let planner = Planner(project: project)
+                let closure = try planner.closure(of: workflow)
+                let known = planner.variables(for: closure)
+                let overrides = try parseVariables(known: known.map(\.name))
+                let request = RunRequest(workflow: workflow, overrides: overrides, noCache: noCache, keep: keep, tag: tag)
+                let submitted = try await workspace.submit(request)
+                let name = submitted.record.name
 
-            if detach {
-                try spawnCoordinator(name)
-                Terminal.out(name)
-                return
+                if detach {
+                    try spawnCoordinator(name)
+                    Terminal.out(name)
+                    return
+                }
+                let cached = submitted.plan.jobs.filter { $0.cached != nil }.count
+                Terminal.info("run \(Terminal.paint(name, "1")): \(workflow), \(submitted.plan.jobs.count) job\(submitted.plan.jobs.count == 1 ? "" : "s") (\(cached) cached), code \(submitted.snapshot.id.prefix(12)) (\(submitted.snapshot.files.count) files)")
+                let renderer = RunRenderer(workflows: submitted.plan.jobs.map(\.workflow))
+                let interrupts = InterruptHandler()
+                let final = try await workspace.coordinate(name, sink: renderer) { coordinator in
+                    interrupts.onFirst = { Task { await coordinator.requestStop() } }
+                }
+                interrupts.cancel()
+                try await report(final, workspace: workspace)
             }
-            let cached = submitted.plan.jobs.filter { $0.cached != nil }.count
-            Terminal.info("run \(Terminal.paint(name, "1")): \(workflow), \(submitted.plan.jobs.count) job\(submitted.plan.jobs.count == 1 ? "" : "s") (\(cached) cached), code \(submitted.snapshot.id.prefix(12)) (\(submitted.snapshot.files.count) files)")
-            let renderer = RunRenderer(workflows: submitted.plan.jobs.map(\.workflow))
-            let interrupts = InterruptHandler()
-            let final = try await workspace.coordinate(name, sink: renderer) { coordinator in
-                interrupts.onFirst = { Task { await coordinator.requestStop() } }
-            }
-            interrupts.cancel()
-            try await report(final, workspace: workspace)
         }
 
         /// The options of `run` itself (and the global ones) with how many values each takes.

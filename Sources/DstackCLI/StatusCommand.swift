@@ -224,9 +224,10 @@ extension DstackCommand {
         var abort = false
 
         func run() async throws {
-            let workspace = try global.workspace()
-            let record = try await workspace.stop(run)
-            Terminal.out("run \(record.name) \(record.status.rawValue)")
+            try await global.withWorkspace { workspace in
+                let record = try await workspace.stop(run)
+                Terminal.out("run \(record.name) \(record.status.rawValue)")
+            }
         }
     }
 
@@ -248,19 +249,20 @@ extension DstackCommand {
         var maxJobs: Int?
 
         func run() async throws {
-            let workspace = try global.workspace(maxJobs: maxJobs)
-            let record = try await workspace.run(run)
-            if !record.status.isFinished, !workspace.coordinatorGone(record), record.coordinator != nil,
-               record.coordinator?.pid != getpid() {
-                throw CoreError.invalid("run '\(run)' is coordinated by pid \(record.coordinator!.pid) on \(record.coordinator!.host); follow it with 'dstack logs -f \(run)'")
+            try await global.withWorkspace(maxJobs: maxJobs) { workspace in
+                let record = try await workspace.run(run)
+                if !record.status.isFinished, !workspace.coordinatorGone(record), record.coordinator != nil,
+                   record.coordinator?.pid != getpid() {
+                    throw CoreError.invalid("run '\(run)' is coordinated by pid \(record.coordinator!.pid) on \(record.coordinator!.host); follow it with 'dstack logs -f \(run)'")
+                }
+                let renderer = RunRenderer(workflows: record.jobs.map(\.workflow), quiet: quiet)
+                let final = try await workspace.coordinate(run, sink: renderer)
+                if quiet {
+                    if final.status != .done { throw ExitStatus(code: 1) }
+                    return
+                }
+                try await report(final, workspace: workspace)
             }
-            let renderer = RunRenderer(workflows: record.jobs.map(\.workflow), quiet: quiet)
-            let final = try await workspace.coordinate(run, sink: renderer)
-            if quiet {
-                if final.status != .done { throw ExitStatus(code: 1) }
-                return
-            }
-            try await report(final, workspace: workspace)
         }
     }
 }

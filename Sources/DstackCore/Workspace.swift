@@ -64,6 +64,11 @@ public struct Workspace: Sendable {
                          runners: ssh ?? [local], environment: options.environment)
     }
 
+    /// Closes every runner's connection; commands call it before they return.
+    public func close() async {
+        for runner in runners { await runner.disconnect() }
+    }
+
     static func findRoot(from start: URL) -> URL? {
         var dir = start
         while true {

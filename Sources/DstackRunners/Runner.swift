@@ -184,6 +184,14 @@ public protocol Runner: Sendable {
 
     /// Removes the job's directory (and any local staging copy).
     func cleanup(jobId: String) async throws
+
+    /// Closes connections; called before the process exits (libcrypto must not be in use while it is torn down).
+    func disconnect() async
+}
+
+extension Runner {
+    /// Nothing to close by default.
+    public func disconnect() async {}
 }
 
 /// A slot (and GPUs) held on a runner for one job.

@@ -44,8 +44,9 @@ enum RunnerScripts {
     """#
 
     /// The wrapper every job runs under: `$1` is the job directory, `$2` the working directory inside `repo/`.
-    /// It records its pid, sources `env.sh`, and writes the exit code atomically at the end; it catches TERM so
-    /// that, when the job is stopped, it still records how the commands ended.
+    /// It records its pid, sources `env.sh`, runs `run.sh` (the commands, or the container that runs them) and
+    /// writes the exit code atomically at the end; it catches TERM so that, when the job is stopped, it still
+    /// records how the commands ended.
     static let launch = #"""
     echo $$ > "$1/pid.tmp" && mv "$1/pid.tmp" "$1/pid"
     trap 'true' TERM INT HUP
@@ -55,7 +56,7 @@ enum RunnerScripts {
       echo 1 > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
       exit 0
     }
-    /bin/sh -e "$1/commands.sh" >> "$1/log" 2>&1 < /dev/null &
+    /bin/sh "$1/run.sh" "$1" "$2" >> "$1/log" 2>&1 < /dev/null &
     child=$!
     wait $child
     code=$?
@@ -110,9 +111,11 @@ enum RunnerScripts {
     cd .. && rm -rf "${1##*/}"
     """#
 
-    /// Stops a job: TERM to its process group, KILL after 5 seconds. Argument: the job directory.
+    /// Stops a job: its container if it has one, TERM to its process group, KILL after 5 seconds.
+    /// Argument: the job directory.
     static let stop = #"""
     cd "$1" 2>/dev/null || exit 0
+    [ -f container ] && read -r engine name < container && "$engine" stop -t 5 "$name" >/dev/null 2>&1
     [ -f pid ] || exit 0
     pid=$(cat pid)
     kill -TERM -"$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || exit 0

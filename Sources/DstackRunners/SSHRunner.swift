@@ -166,7 +166,9 @@ public final class SSHRunner: Runner, Sendable {
             env += "export \(key)=\(shellQuote(value))\n"
         }
         let session = try await connection.session()
-        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("launch.sh", RunnerScripts.launch)] {
+        let engine = job.image == nil ? nil : try await probe().engine
+        let run = try JobCommand.script(for: job, engine: engine)
+        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("launch.sh", RunnerScripts.launch)] {
             let write = try await session.exec("cat > " + shellQuote(dir + "/" + file), stdin: Data(text.utf8))
             guard write.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot write \(file) on \(name): \(write.stderrText)") }
         }
@@ -225,7 +227,7 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     /// Closes the connection.
-    public func close() async {
+    public func disconnect() async {
         await connection.close()
     }
 }

@@ -54,14 +54,14 @@ struct Sandbox {
     }
 
     /// The name of the newest run.
-    func lastRun() throws -> String {
-        let runs = try statusJSON()
+    func lastRun(_ environment: [String: String] = [:]) throws -> String {
+        let runs = try statusJSON(environment: environment)
         return try #require(runs.first?["name"] as? String)
     }
 
     /// `dstack status --json -a`, parsed.
-    func statusJSON(_ run: String? = nil) throws -> [[String: Any]] {
-        let result = try dstack(["status", "--json", "-a"] + (run.map { [$0] } ?? []))
+    func statusJSON(_ run: String? = nil, environment: [String: String] = [:]) throws -> [[String: Any]] {
+        let result = try dstack(["status", "--json", "-a"] + (run.map { [$0] } ?? []), environment: environment)
         #expect(result.status == 0, "\(result.stderr)")
         return try #require(try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [[String: Any]])
     }
@@ -115,6 +115,42 @@ struct Sandbox {
         return Result(status: process.terminationStatus,
                       stdout: try String(contentsOf: out, encoding: .utf8),
                       stderr: try String(contentsOf: err, encoding: .utf8))
+    }
+
+    /// A program started and not yet waited for.
+    struct Running {
+        let process: Process
+        let out: URL
+        let err: URL
+
+        func wait() throws -> Result {
+            process.waitUntilExit()
+            defer {
+                try? FileManager.default.removeItem(at: out)
+                try? FileManager.default.removeItem(at: err)
+            }
+            return Result(status: process.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
+                          stderr: try String(contentsOf: err, encoding: .utf8))
+        }
+    }
+
+    /// Starts a program without waiting for it.
+    static func start(_ arguments: [String], in directory: URL, environment: [String: String]) throws -> Running {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.currentDirectoryURL = directory
+        process.environment = environment
+        let tmp = FileManager.default.temporaryDirectory
+        let out = tmp.appendingPathComponent("out-\(UUID().uuidString)")
+        let err = tmp.appendingPathComponent("err-\(UUID().uuidString)")
+        _ = FileManager.default.createFile(atPath: out.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: err.path, contents: nil)
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        return Running(process: process, out: out, err: err)
     }
 
     /// Runs git in the project with a fixed identity.

@@ -1,0 +1,36 @@
+import DstackModel
+
+/// The `run.sh` of a job: what the launch wrapper runs, with `$1` the job directory and `$2` the working
+/// directory inside `repo/`.
+enum JobCommand {
+    /// Runs the commands on the host.
+    static let host = "exec /bin/sh -e \"$1/commands.sh\"\n"
+
+    /// Runs the commands in a container: the job's `repo/` mounted and used as working directory, the job's
+    /// environment passed by name (values never enter the command line), the held GPUs passed through, the
+    /// runner user's uid and gid so artifacts stay owned by it, removed when it ends.
+    static func container(engine: String, job: JobLaunch) -> String {
+        let name = "dstack-" + job.jobId
+        var line = "exec \(shellQuote(engine)) run --rm --name \(shellQuote(name))"
+        line += " -v \"$1/repo:/workspace\" -v \"$1/commands.sh:/dstack/commands.sh:ro\""
+        line += " -w " + shellQuote(job.workingDir.isEmpty ? "/workspace" : "/workspace/" + job.workingDir)
+        line += " --user \"$(id -u):$(id -g)\""
+        for key in job.environment.keys.sorted() where isEnvironmentName(key) {
+            line += " -e " + key
+        }
+        if !job.gpus.isEmpty {
+            line += " --gpus " + shellQuote("\"device=" + job.gpus.map(String.init).joined(separator: ",") + "\"")
+        }
+        line += " " + shellQuote(job.image ?? "") + " /bin/sh -e /dstack/commands.sh"
+        return "printf '%s %s\\n' \(shellQuote(engine)) \(shellQuote(name)) > \"$1/container\"\n" + line + "\n"
+    }
+
+    /// The `run.sh` for `job` on a runner whose container engine is `engine`.
+    static func script(for job: JobLaunch, engine: String?) throws -> String {
+        guard let image = job.image, !image.isEmpty else { return host }
+        guard let engine else {
+            throw RunnerError.job(jobId: job.jobId, reason: "its workflow has 'image: \(image)' but the runner has no container engine (docker or podman)")
+        }
+        return container(engine: engine, job: job)
+    }
+}

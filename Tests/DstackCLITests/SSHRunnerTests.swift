@@ -1,0 +1,196 @@
+import Foundation
+import Testing
+
+/// Jobs on real sshd runners on loopback addresses (scripts/testbed), through the real binary.
+@Suite struct SSHRunnerTests {
+    @Test func examplePipelineAndParallelJobsOnTwoRunners() throws {
+        let bed = try SSHBed(2)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try FileManager.default.removeItem(at: box.project)
+        try FileManager.default.copyItem(at: Sandbox.repositoryRoot.appendingPathComponent("examples"), to: box.project)
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+
+        let runners = try box.dstack(["runners", "--json"], environment: bed.environment)
+        #expect(runners.status == 0, "\(runners.output)")
+        #expect(runners.stdout.components(separatedBy: "\"reachable\" : true").count == 3)
+
+        let result = try box.dstack(["run", "evaluate"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.stdout.contains("evaluate | mse "))
+        let run = try box.lastRun()
+        let artifacts = try box.dstack("artifacts", "list", run, "--json")
+        #expect(artifacts.stdout.contains("\"path\" : \"metrics/report.txt\""))
+        #expect(artifacts.stdout.contains("\"path\" : \"model/weights.txt\""))
+
+        // Independent jobs spread over both runners.
+        try FileManager.default.removeItem(at: box.project.appendingPathComponent(".dstack/variables.yaml"))
+        try box.workflows("""
+        workflows:
+          - name: a
+            commands: [sleep 1]
+          - name: b
+            commands: [sleep 1]
+          - name: c
+            commands: [sleep 1]
+          - name: d
+            commands: [sleep 1]
+          - name: all
+            depends-on: [a, b, c, d]
+            commands: ["true"]
+        """)
+        try box.write(".dstack/hosts.yaml", bed.inventory(maxJobs: 2))
+        let spread = try box.dstack(["run", "all"], environment: bed.environment)
+        #expect(spread.status == 0, "\(spread.output)")
+        let used = Set(try box.jobs(try box.lastRun()).values.compactMap { $0["runner"] as? String })
+        #expect(used == ["r1", "r2"], "jobs ran on \(used)")
+    }
+
+    @Test func aRunnerThatIsDownIsSkippedAndItsJobsGoElsewhere() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo ran]\n")
+        let closed = try Bucket.freePort()
+        var inventory = bed.inventory()
+        inventory += "  - name: down\n    host: 127.0.0.9\n    port: \(closed)\n    workdir: /tmp/never\n"
+        try box.write(".dstack/hosts.yaml", inventory)
+
+        let probe = try box.dstack(["runners"], environment: bed.environment)
+        #expect(probe.status == 0)
+        #expect(probe.stdout.contains("down    unreachable"))
+        let result = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.stderr.contains("runner down is unreachable, its jobs go elsewhere"))
+        #expect(try box.jobs(try box.lastRun())["a"]?["runner"] as? String == "r1")
+    }
+
+    @Test func everyRunnerUnreachableIsAnInfrastructureError() throws {
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo ran]\n")
+        try box.write(".dstack/hosts.yaml", "runners:\n  - name: gone\n    host: 127.0.0.9\n    port: \(try Bucket.freePort())\n")
+        let result = try box.dstack(["run", "a"], environment: ["DSTACK_CONNECT_TIMEOUT": "3"])
+        #expect(result.status == 3, "\(result.output)")
+        #expect(result.stderr.contains("every runner is unreachable"))
+        #expect(result.stderr.contains("gone: "))
+    }
+
+    @Test func unknownHostKeysAreRefusedUntilAcceptedAndChangedKeysAlways() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo ran]\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+        let trusted = try String(contentsOf: bed.knownHosts, encoding: .utf8)
+
+        // Unknown: refused, with the key's fingerprint and what to do.
+        try Data().write(to: bed.knownHosts)
+        let unknown = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(unknown.status == 3, "\(unknown.output)")
+        #expect(unknown.stderr.contains("SHA256:"))
+        #expect(unknown.stderr.contains("--accept-new-host-keys"))
+
+        // Accepted: recorded, and the next run needs no flag.
+        let accepted = try box.dstack(["run", "a", "--accept-new-host-keys"], environment: bed.environment)
+        #expect(accepted.status == 0, "\(accepted.output)")
+        let recorded = try String(contentsOf: bed.knownHosts, encoding: .utf8)
+        #expect(recorded.contains("[\(bed.runners[0].host)]:\(bed.runners[0].port)"))
+        #expect(try box.dstack(["run", "a", "--no-cache"], environment: bed.environment).status == 0)
+
+        // Changed: another machine's key under this host's name is always refused, naming the line.
+        let other = try String(contentsOf: bed.directory.appendingPathComponent("runner-1/host_ed25519.pub"), encoding: .utf8)
+        _ = trusted
+        let fake = try Sandbox.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", bed.directory.appendingPathComponent("fake").path], in: bed.directory)
+        #expect(fake.status == 0)
+        let fakeKey = try String(contentsOf: bed.directory.appendingPathComponent("fake.pub"), encoding: .utf8)
+            .split(separator: " ").prefix(2).joined(separator: " ")
+        #expect(!other.isEmpty)
+        try Data("# comment\n[\(bed.runners[0].host)]:\(bed.runners[0].port) \(fakeKey)\n".utf8).write(to: bed.knownHosts)
+        let changed = try box.dstack(["run", "a", "--no-cache", "--accept-new-host-keys"], environment: bed.environment)
+        #expect(changed.status == 3, "\(changed.output)")
+        #expect(changed.stderr.contains(":2"), "the message names the known_hosts line: \(changed.stderr)")
+    }
+
+    @Test func aOneFileEditSendsOneObject() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [cat src/f7.txt]\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+        for i in 0..<50 { try box.write("src/f\(i).txt", "file \(i)\n") }
+        let first = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(first.status == 0, "\(first.output)")
+        // 50 sources, workflows.yaml and hosts.yaml.
+        #expect(first.stderr.contains("r1: sent 52 new files of code"), "\(first.stderr)")
+        try box.write("src/f7.txt", "edited\n")
+        let second = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.stderr.contains("r1: sent 1 new file of code"), "\(second.stderr)")
+        #expect(second.stdout.contains("a | edited"))
+    }
+
+    @Test func aJobNoRunnerCanEverFitIsRefusedBeforeAnythingRuns() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo ran]\n  - name: big\n    depends-on: [a]\n    resources: {gpu: 2}\n    commands: [echo never]\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+        let result = try box.dstack(["run", "big"], environment: bed.environment)
+        #expect(result.status == 2, "\(result.output)")
+        #expect(result.stderr.contains("no runner can ever fit job 'big': it needs 2 GPUs (it has 0) on runner 'r1'"))
+        #expect(try box.statusJSON().isEmpty, "nothing ran")
+    }
+
+    @Test func twoCoordinatorsOnAOneGPUPoolNeverShareTheGPU() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let alice = try Sandbox("alice")
+        let bob = try Sandbox("bob")
+        defer { alice.cleanup(); bob.cleanup() }
+        let workflows = """
+        workflows:
+          - name: g1
+            resources: {gpu: 1}
+            commands: ['echo "gpu=$CUDA_VISIBLE_DEVICES start=$(date +%s%N)"; sleep 1; echo "end=$(date +%s%N)"']
+          - name: g2
+            resources: {gpu: 1}
+            commands: ['echo "gpu=$CUDA_VISIBLE_DEVICES start=$(date +%s%N)"; sleep 1; echo "end=$(date +%s%N)"']
+          - name: all
+            depends-on: [g1, g2]
+            commands: ["true"]
+        """
+        let inventory = bed.inventory(tag: "shared", extra: [0: "resources: {gpu: 1}"], maxJobs: 4)
+        for box in [alice, bob] {
+            try box.workflows(workflows)
+            try box.write(".dstack/hosts.yaml", inventory)
+        }
+        // Both coordinators at once, each with its own storage and runner directory, sharing the runner.
+        let a = try Sandbox.start([Sandbox.binary, "run", "all"], in: alice.project, environment: alice.environment.merging(bed.environment) { $1 })
+        let b = try Sandbox.start([Sandbox.binary, "run", "all"], in: bob.project, environment: bob.environment.merging(bed.environment) { $1 })
+        let ra = try a.wait(), rb = try b.wait()
+        #expect(ra.status == 0, "\(ra.output)")
+        #expect(rb.status == 0, "\(rb.output)")
+        var intervals: [(Double, Double)] = []
+        for r in [ra, rb] {
+            for job in ["g1", "g2"] {
+                let lines = r.stdout.split(separator: "\n").filter { $0.hasPrefix("\(job)  | ") }.map(String.init)
+                let gpu = lines.first { $0.contains("gpu=") }
+                #expect(gpu?.contains("gpu=0 ") == true, "\(lines)")
+                let start = gpu.flatMap { $0.components(separatedBy: "start=").last }.flatMap(Double.init)
+                let end = lines.first { $0.contains("end=") }.flatMap { $0.components(separatedBy: "end=").last }.flatMap(Double.init)
+                if let start, let end { intervals.append((start, end)) }
+            }
+        }
+        #expect(intervals.count == 4)
+        let sorted = intervals.sorted { $0.0 < $1.0 }
+        for (x, y) in zip(sorted, sorted.dropFirst()) {
+            #expect(x.1 <= y.0, "two jobs held GPU 0 at once: \(x) and \(y)")
+        }
+    }
+}
