@@ -34,6 +34,9 @@ extension DstackCommand {
         @Option(name: .customLong("max-jobs"), help: ArgumentHelp("Jobs run at once on the local runner (default: the CPU count).", valueName: "n"))
         var maxJobs: Int?
 
+        @Option(help: ArgumentHelp("Times a job whose runner is lost is tried again on another runner.", valueName: "n"))
+        var retries: Int = 2
+
         @Argument(help: "The workflow to run.")
         var workflow: String
 
@@ -51,7 +54,8 @@ extension DstackCommand {
                 let closure = try planner.closure(of: workflow)
                 let known = planner.variables(for: closure)
                 let overrides = try parseVariables(known: known.map(\.name))
-                let request = RunRequest(workflow: workflow, overrides: overrides, noCache: noCache, keep: keep, tag: tag)
+                var request = RunRequest(workflow: workflow, overrides: overrides, noCache: noCache, keep: keep, tag: tag)
+                request.retries = max(0, retries)
                 let submitted = try await workspace.submit(request)
                 let name = submitted.record.name
 
@@ -75,7 +79,7 @@ extension DstackCommand {
         /// The options of `run` itself (and the global ones) with how many values each takes.
         static let ownOptions: [String: Int] = [
             "-d": 0, "--detach": 0, "--no-cache": 0, "--keep": 0, "-v": 0, "--verbose": 0, "--accept-new-host-keys": 0,
-            "-t": 1, "--tag": 1, "--max-jobs": 1, "-C": 1, "--storage": 1, "--hosts": 1,
+            "-t": 1, "--tag": 1, "--max-jobs": 1, "--retries": 1, "-C": 1, "--storage": 1, "--hosts": 1,
         ]
 
         /// Moves `run`'s own options ahead of the workflow, so they work anywhere on the line while every other

@@ -251,10 +251,6 @@ extension DstackCommand {
         func run() async throws {
             try await global.withWorkspace(maxJobs: maxJobs) { workspace in
                 let record = try await workspace.run(run)
-                if !record.status.isFinished, !workspace.coordinatorGone(record), record.coordinator != nil,
-                   record.coordinator?.pid != getpid() {
-                    throw CoreError.invalid("run '\(run)' is coordinated by pid \(record.coordinator!.pid) on \(record.coordinator!.host); follow it with 'dstack logs -f \(run)'")
-                }
                 let renderer = RunRenderer(workflows: record.jobs.map(\.workflow), quiet: quiet)
                 let final = try await workspace.coordinate(run, sink: renderer)
                 if quiet {

@@ -1,5 +1,6 @@
 import DstackModel
 import DstackRunners
+import DstackSSH
 import DstackStorage
 import Foundation
 import Logging
@@ -88,6 +89,7 @@ public actor Coordinator {
             }
         }
         await withTaskGroup(of: Void.self) { group in
+            resumeInFlight(&group)
             startReady(&group)
             while await group.next() != nil {
                 startReady(&group)
@@ -224,7 +226,25 @@ public actor Coordinator {
         Task { await persist() }
     }
 
-    private func runJob(_ job: PlannedJob, on member: PoolMember) async {
+    /// Picks up the jobs a previous coordinator left in flight: each goes back to its runner, where it is followed
+    /// from the stored log's end (or launched, if it never was); a job whose runner is not reachable is requeued.
+    private func resumeInFlight(_ group: inout TaskGroup<Void>) {
+        for job in plan.jobs {
+            guard let i = index(job.workflow) else { continue }
+            let status = run.jobs[i].status
+            guard status == .preparing || status == .running || status == .uploading else { continue }
+            guard let name = run.jobs[i].runner, let member = pool.first(where: { $0.info.name == name }) else {
+                closeAttempt(job.workflow, reason: "runner \(run.jobs[i].runner ?? "?") unreachable when the run was resumed")
+                update(job.workflow) { $0.status = .submitted; $0.runner = nil }
+                continue
+            }
+            active[name, default: 0] += 1
+            sink.emit(.notice("[\(job.workflow)] resuming on \(name)"))
+            group.addTask { await self.runJob(job, on: member, resuming: true) }
+        }
+    }
+
+    private func runJob(_ job: PlannedJob, on member: PoolMember, resuming: Bool = false) async {
         let runner = member.runner
         let grant: SlotGrant?
         do {
@@ -239,9 +259,21 @@ public actor Coordinator {
             requeue(job, busy: member.info.name)
             return
         }
-        began(job, on: member, grant: grant)
-        let outcome = await attempt(job, on: member, gpus: grant.gpus)
+        if !resuming { began(job, on: member, grant: grant) } else { running[job.id] = member.runner }
+        let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: resuming)
         await finish(job, on: member, grant: grant, outcome)
+    }
+
+    /// Ends the job's latest attempt with `reason`.
+    private func closeAttempt(_ workflow: String, reason: String, exit: JobExit? = nil) {
+        update(workflow) { record in
+            guard !record.attempts.isEmpty else { return }
+            let last = record.attempts.count - 1
+            record.attempts[last].finishedAt = Date()
+            record.attempts[last].exitCode = exit?.code
+            record.attempts[last].signal = exit?.signal
+            record.attempts[last].reason = reason
+        }
     }
 
     private func requeue(_ job: PlannedJob, busy runner: String) {
@@ -260,30 +292,56 @@ public actor Coordinator {
         case done
         case failed(JobExit, String)
         case stopped(String)
+        /// The runner was lost (unreachable past the timeout, or the job vanished): try elsewhere.
+        case lost(String)
+    }
+
+    /// How long a runner may stay unreachable before its jobs count as lost (`$DSTACK_LOST_TIMEOUT`, seconds).
+    nonisolated var lostTimeout: TimeInterval {
+        ProcessInfo.processInfo.environment["DSTACK_LOST_TIMEOUT"].flatMap(Double.init) ?? 60
     }
 
     /// Prepares, launches, follows and collects one job; nothing here touches actor state except through calls.
-    nonisolated private func attempt(_ job: PlannedJob, on member: PoolMember, gpus: [Int]) async -> Outcome {
+    nonisolated private func attempt(_ job: PlannedJob, on member: PoolMember, gpus: [Int], resuming: Bool) async -> Outcome {
         let runner = member.runner
+        var watchdog: Task<Void, Never>?
+        defer { watchdog?.cancel() }
         do {
-            try await ensureSynced(member)
-            try await runner.prepare(jobId: job.id, snapshot: snapshot)
-            try await placeDependencies(job, runner: runner)
-            var launch = job.launch
-            launch.gpus = gpus
-            // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
-            if !member.info.gpus.isEmpty {
-                launch.environment["CUDA_VISIBLE_DEVICES"] = gpus.map(String.init).joined(separator: ",")
+            if !(resuming ? try await runner.launched(jobId: job.id) : false) {
+                try await ensureSynced(member)
+                try await runner.prepare(jobId: job.id, snapshot: snapshot)
+                try await placeDependencies(job, runner: runner)
+                var launch = job.launch
+                launch.gpus = gpus
+                // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
+                if !member.info.gpus.isEmpty {
+                    launch.environment["CUDA_VISIBLE_DEVICES"] = gpus.map(String.init).joined(separator: ",")
+                }
+                if await isStopping() { return .stopped("the run was stopped before the job started") }
+                try await runner.launch(launch)
             }
-            if await isStopping() { return .stopped("the run was stopped before the job started") }
-            try await runner.launch(launch)
             await started(job, runner: member.info.name)
-            let exit = try await runner.follow(jobId: job.id, from: 0) { data in
-                self.sink.emit(.output(workflow: job.workflow, data))
-                try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
+            if let limit = job.maxDuration {
+                watchdog = Task {
+                    try? await Task.sleep(nanoseconds: UInt64(limit * 1_000_000_000))
+                    guard !Task.isCancelled else { return }
+                    await self.timedOut(job)
+                    try? await runner.stop(jobId: job.id)
+                }
+            }
+            let exit: JobExit
+            switch try await followSurvivingDrops(job, on: member) {
+            case .exited(let e): exit = e
+            case .lost(let reason): return .lost(reason)
+            }
+            if await hasTimedOut(job) {
+                return .failed(exit, "max_duration (\(formatDuration(job.maxDuration ?? 0))) exceeded; the job was stopped")
             }
             if await isStopping(), !exit.succeeded { return .stopped("stopped (\(exit.summary))") }
-            guard exit.succeeded else { return .failed(exit, exit.summary) }
+            guard exit.succeeded else {
+                if exit.code == nil { return .lost(exit.summary) }
+                return .failed(exit, exit.summary)
+            }
             await setStatus(job.workflow, .uploading)
             _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
                 try await store.storeArtifacts(cacheKey: job.cacheKey, run: run.name, job: job.id,
@@ -292,9 +350,52 @@ public actor Coordinator {
             try await store.recordCache(job.cacheKey, CacheEntry(run: run.name, job: job.id, finishedAt: Date()))
             return .done
         } catch {
+            if isConnectionProblem(error) { return .lost("\(member.info.name) unreachable: \(error)") }
             return .failed(JobExit(code: nil, reason: "\(error)"), "\(error)")
         }
     }
+
+    enum FollowResult {
+        case exited(JobExit)
+        case lost(String)
+    }
+
+    /// Follows the job's log into storage from where the stored log ends, so nothing is lost or doubled; when the
+    /// connection drops, reconnects and goes on, until the runner has been unreachable for `lostTimeout`.
+    nonisolated private func followSurvivingDrops(_ job: PlannedJob, on member: PoolMember) async throws -> FollowResult {
+        var unreachableSince: Date?
+        while true {
+            let offset = try await store.logSize(run: run.name, workflow: job.workflow)
+            do {
+                let exit = try await member.runner.follow(jobId: job.id, from: offset) { data in
+                    self.sink.emit(.output(workflow: job.workflow, data))
+                    try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
+                }
+                return .exited(exit)
+            } catch where isConnectionProblem(error) {
+                let since = unreachableSince ?? Date()
+                if unreachableSince == nil {
+                    unreachableSince = since
+                    sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); reconnecting, the job goes on there"))
+                }
+                if Date().timeIntervalSince(since) > lostTimeout {
+                    return .lost("\(member.info.name) unreachable for \(Int(lostTimeout)) s: \(error)")
+                }
+                try await Task.sleep(nanoseconds: 1_000_000_000)
+            }
+        }
+    }
+
+    /// True for failures that say the runner cannot be reached, rather than that the job or its files are wrong.
+    nonisolated func isConnectionProblem(_ error: any Error) -> Bool {
+        if let ssh = error as? SSHError { return ssh.isTransient || "\(ssh)".contains("connect") }
+        if case RunnerError.unavailable = error { return true }
+        return false
+    }
+
+    private var timedOutJobs: Set<String> = []
+    private func timedOut(_ job: PlannedJob) { timedOutJobs.insert(job.id) }
+    private func hasTimedOut(_ job: PlannedJob) -> Bool { timedOutJobs.contains(job.id) }
 
     private func isStopping() -> Bool { stopRequested }
 
@@ -348,6 +449,28 @@ public actor Coordinator {
         let runner = member.runner
         running.removeValue(forKey: job.id)
         active[member.info.name, default: 1] -= 1
+        let attempts = run.jobs.first { $0.workflow == job.workflow }?.attempts.count ?? 0
+        switch outcome {
+        case .lost(let reason) where !stopRequested && attempts <= run.retries:
+            // Never collected, never marked done: a late result from this attempt is simply ignored.
+            closeAttempt(job.workflow, reason: "lost: \(reason)")
+            busyUntil[member.info.name] = Date().addingTimeInterval(lostTimeout)
+            sink.emit(.notice("[\(job.workflow)] lost on \(member.info.name) (\(reason)); trying again elsewhere (attempt \(attempts + 1) of \(run.retries + 1))"))
+            if grant != nil { try? await runner.release(jobId: job.id) }
+            update(job.workflow) { $0.status = .submitted; $0.runner = nil }
+            await persist()
+            return
+        case .failed(let exit, let reason) where !stopRequested && exit.code != nil && attempts <= job.retryLimit:
+            closeAttempt(job.workflow, reason: reason, exit: exit)
+            sink.emit(.notice("[\(job.workflow)] failed (\(reason)); retrying (attempt \(attempts + 1) of \(job.retryLimit + 1))"))
+            if grant != nil { try? await runner.release(jobId: job.id) }
+            try? await runner.cleanup(jobId: job.id)
+            update(job.workflow) { $0.status = .submitted; $0.runner = nil }
+            await persist()
+            return
+        default:
+            break
+        }
         let now = Date()
         var keepDirectory = run.keep
         update(job.workflow) { record in
@@ -365,6 +488,10 @@ public actor Coordinator {
             case .stopped(let reason):
                 record.status = .stopped
                 record.reason = reason
+            case .lost(let reason):
+                record.status = .failed
+                record.reason = "runner lost after \(record.attempts.count) attempt\(record.attempts.count == 1 ? "" : "s"): \(reason)"
+                keepDirectory = true
             }
             if !record.attempts.isEmpty {
                 record.attempts[record.attempts.count - 1].finishedAt = now

@@ -19,6 +19,10 @@ public struct PlannedJob: Sendable, Hashable, Codable {
     public var resources: Resources
     /// Labels a runner must carry.
     public var labels: [String] = []
+    /// Reruns allowed when the commands fail.
+    public var retryLimit: Int = 0
+    /// The longest the job may run, in seconds.
+    public var maxDuration: Double?
     /// The variables it sees, resolved.
     public var variables: [String: String]
     /// Its cache key.

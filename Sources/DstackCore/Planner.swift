@@ -140,7 +140,8 @@ public struct Planner: Sendable {
                 workflow: name, id: jobId, dependsOn: runtimeDeps, tagDependencies: tagDeps,
                 launch: JobLaunch(jobId: jobId, commands: commands, environment: environment,
                                   workingDir: workingDir, image: image),
-                artifacts: artifacts, resources: resources, labels: wf.labels, variables: variables, cacheKey: key, cached: nil))
+                artifacts: artifacts, resources: resources, labels: wf.labels, retryLimit: wf.retryLimit,
+                maxDuration: wf.maxDuration, variables: variables, cacheKey: key, cached: nil))
         }
         return Plan(target: target, jobs: jobs)
     }

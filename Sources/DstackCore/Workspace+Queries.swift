@@ -44,9 +44,22 @@ extension Workspace {
         guard !run.status.isFinished else { return false }
         guard let c = run.coordinator else { return true }
         if c.host == ProcessInfo.processInfo.hostName {
-            return kill(c.pid, 0) != 0 && errno == ESRCH
+            return !processAlive(c.pid)
         }
         return now.timeIntervalSince(c.heartbeatAt) > 30
+    }
+
+    /// True while `pid` is a live process here (a zombie, killed but not yet reaped, counts as gone).
+    func processAlive(_ pid: Int32) -> Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        #if os(Linux)
+        if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+           let close = stat.lastIndex(of: ")") {
+            let state = stat[stat.index(after: close)...].split(separator: " ").first
+            if state == "Z" || state == "X" { return false }
+        }
+        #endif
+        return true
     }
 
     /// Runs, newest first; `limit` keeps the first ones.

@@ -15,6 +15,8 @@ public struct RunRequest: Sendable {
     public var keep: Bool
     /// A tag to give the run once it is done.
     public var tag: String?
+    /// How many times a job whose runner is lost is tried again elsewhere.
+    public var retries: Int = 2
 
     /// Creates a request.
     public init(workflow: String, overrides: [String: String] = [:], noCache: Bool = false, keep: Bool = false, tag: String? = nil) {
@@ -143,6 +145,7 @@ extension Workspace {
                                        return r
                                    }, keep: request.keep)
             record.tagWhenDone = request.tag
+            record.retries = request.retries
             let owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"
             guard try await store.claimRunName(name, by: owner) else {
                 number += 1  // another coordinator took this name a moment ago
@@ -158,6 +161,23 @@ extension Workspace {
         }
     }
 
+    /// Makes this process the run's only coordinator: two `attach` at once, one wins and the other is told who
+    /// holds the run. A lease whose holder is dead (its process is gone, or its heartbeat is 30 s old) is taken over.
+    func takeLease(_ record: RunRecord) async throws {
+        let me = CoordinatorInfo(host: ProcessInfo.processInfo.hostName, pid: getpid(), heartbeatAt: Date())
+        for _ in 0..<3 {
+            guard let holder = try await store.takeLease(record.name, me) else { return }
+            let current = try await store.loadRun(record.name) ?? record
+            var probe = current
+            probe.coordinator = current.coordinator?.pid == holder.pid ? current.coordinator : holder
+            guard coordinatorGone(probe) else {
+                throw CoreError.invalid("run '\(record.name)' is coordinated by pid \(holder.pid) on \(holder.host); follow it with 'dstack logs -f \(record.name)'")
+            }
+            try await store.dropLease(record.name)
+        }
+        throw CoreError.infrastructure("cannot take the coordinator lease of run '\(record.name)'; try again")
+    }
+
     /// Coordinates a recorded run until it finishes (the work behind `dstack run` and `dstack attach`).
     public func coordinate(_ name: String, sink: any RunEventSink,
                            onCoordinator: (@Sendable (Coordinator) async -> Void)? = nil) async throws -> RunRecord {
@@ -171,10 +191,18 @@ extension Workspace {
         let decoder = RecordCoding.decoder()
         let plan = try decoder.decode(Plan.self, from: inputs.plan)
         let snapshot = try decoder.decode(Snapshot.self, from: inputs.snapshot)
-        let pool = try await reachablePool(sink: sink)
+        try await takeLease(record)
+        let pool: [PoolMember]
+        do {
+            pool = try await reachablePool(sink: sink)
+        } catch {
+            try? await store.dropLease(name)
+            throw error
+        }
         let coordinator = Coordinator(store: store, pool: pool, snapshot: snapshot, plan: plan, run: record, sink: sink)
         await onCoordinator?(coordinator)
         let final = await coordinator.execute()
+        try? await store.dropLease(name)
         if final.status == .done, let tag = final.tagWhenDone {
             try await store.saveTag(TagRecord(tag: tag, run: final.name, createdAt: Date()))
         }

@@ -1,6 +1,6 @@
 /// The keys a workflow may have.
 public let workflowKeys = ["name", "help", "image", "depends-on", "commands", "artifacts", "environment",
-                           "working_dir", "resources", "labels"]
+                           "working_dir", "resources", "labels", "retry", "max_duration"]
 
 extension Project {
     /// The valid workflows, and the names of all workflows written, broken ones included, so that a broken
@@ -39,6 +39,8 @@ extension Project {
         var workingDir: Located<String>?
         var resources = ResourceSpec()
         var labels: [String] = []
+        var retryLimit = 0
+        var maxDuration: Double?
 
         for (key, _, value) in pairs {
             switch key {
@@ -95,6 +97,21 @@ extension Project {
                 resources = parseResources(value, &r)
             case "labels":
                 labels = (r.stringList(value, what: "'labels'") ?? []).map(\.value)
+            case "retry":
+                guard let retry = r.mapping(value, what: "'retry'", allowed: ["limit"]) else { break }
+                for (_, _, limit) in retry {
+                    if let text = r.string(limit, what: "'retry.limit'")?.value {
+                        if let n = Int(text), n >= 0 { retryLimit = n } else {
+                            r.error(limit.mark, "retry limit must be a whole number (0 or more), got '\(text)'")
+                        }
+                    }
+                }
+            case "max_duration":
+                if let text = r.string(value, what: "'max_duration'")?.value {
+                    if let seconds = parseDuration(text), seconds > 0 { maxDuration = seconds } else {
+                        r.error(value.mark, "max_duration must be a duration like 90s, 30m, 2h or 1d, got '\(text)'")
+                    }
+                }
             default: break
             }
         }
@@ -113,6 +130,8 @@ extension Project {
         var workflow = Workflow(name: name, help: help, image: image, dependsOn: deps, commands: commands,
                                 artifacts: artifacts, environment: environment, workingDir: workingDir, resources: resources)
         workflow.labels = labels
+        workflow.retryLimit = retryLimit
+        workflow.maxDuration = maxDuration
         return workflow
     }
 
@@ -203,6 +222,36 @@ extension Project {
         }
         return table
     }
+}
+
+/// Parses durations like `90s`, `30m`, `2h`, `1d`, `1h30m` or a plain number of seconds.
+public func parseDuration(_ text: String) -> Double? {
+    let t = text.trimmingWhitespace().lowercased()
+    if let plain = Double(t) { return plain }
+    var total = 0.0
+    var number = ""
+    for ch in t {
+        if ch.isNumber || ch == "." { number.append(ch); continue }
+        guard let value = Double(number) else { return nil }
+        switch ch {
+        case "s": total += value
+        case "m": total += value * 60
+        case "h": total += value * 3600
+        case "d": total += value * 86400
+        default: return nil
+        }
+        number = ""
+    }
+    return number.isEmpty && total > 0 ? total : nil
+}
+
+/// Formats seconds the way durations are written: `90s`, `30m`, `2h`, `1h30m`.
+public func formatDuration(_ seconds: Double) -> String {
+    let s = Int(seconds.rounded())
+    if s % 3600 == 0, s >= 3600 { return "\(s / 3600)h" }
+    if s > 3600 { return "\(s / 3600)h\((s % 3600) / 60)m" }
+    if s % 60 == 0, s >= 60 { return "\(s / 60)m" }
+    return "\(s)s"
 }
 
 /// Why `path` is not a safe relative path inside the repository, or nil when it is.

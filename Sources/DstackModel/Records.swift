@@ -168,6 +168,8 @@ public struct RunRecord: Sendable, Codable, Hashable {
     public var keep: Bool
     /// A tag to give the run once it is done (`dstack run -t TAG`).
     public var tagWhenDone: String?
+    /// How many times a job whose runner is lost is tried again elsewhere (`--retries`, default 2).
+    public var retries: Int = 2
     /// Its jobs, in dependency order.
     public var jobs: [JobRecord]
 
@@ -184,6 +186,29 @@ public struct RunRecord: Sendable, Codable, Hashable {
         self.stopRequested = false
         self.keep = keep
         self.jobs = jobs
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, project, workflow, overrides, snapshotId, status, submittedAt, finishedAt, coordinator, stopRequested
+        case keep, jobs, tagWhenDone, retries
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        name = try c.decode(String.self, forKey: .name)
+        project = try c.decode(String.self, forKey: .project)
+        workflow = try c.decode(String.self, forKey: .workflow)
+        overrides = try c.decode([String: String].self, forKey: .overrides)
+        snapshotId = try c.decode(String.self, forKey: .snapshotId)
+        status = try c.decode(RunState.self, forKey: .status)
+        submittedAt = try c.decode(Date.self, forKey: .submittedAt)
+        finishedAt = try c.decodeIfPresent(Date.self, forKey: .finishedAt)
+        coordinator = try c.decodeIfPresent(CoordinatorInfo.self, forKey: .coordinator)
+        stopRequested = try c.decodeIfPresent(Bool.self, forKey: .stopRequested) ?? false
+        keep = try c.decodeIfPresent(Bool.self, forKey: .keep) ?? false
+        jobs = try c.decode([JobRecord].self, forKey: .jobs)
+        tagWhenDone = try c.decodeIfPresent(String.self, forKey: .tagWhenDone)
+        retries = try c.decodeIfPresent(Int.self, forKey: .retries) ?? 2
     }
 }
 

@@ -20,6 +20,10 @@ public struct Workflow: Sendable, Hashable {
     public var resources: ResourceSpec
     /// Labels a runner must carry to take the job.
     public var labels: [String] = []
+    /// How many more times a job whose commands fail is run again (`retry: {limit: N}`).
+    public var retryLimit: Int = 0
+    /// The longest the job may run, in seconds (`max_duration: 2h`); it is stopped and failed past it.
+    public var maxDuration: Double?
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,

@@ -143,6 +143,10 @@ public struct LocalRunner: Runner {
         try Data("\(pid)\n".utf8).write(to: dir.appendingPathComponent("pid"))
     }
 
+    public func launched(jobId: String) async throws -> Bool {
+        FileManager.default.fileExists(atPath: jobDirectory(jobId).appendingPathComponent("pid").path)
+    }
+
     public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
         let dir = jobDirectory(jobId)
         let logPath = dir.appendingPathComponent("log").path

@@ -172,6 +172,9 @@ public protocol Runner: Sendable {
     /// Starts the job detached; returns once it is running.
     func launch(_ job: JobLaunch) async throws
 
+    /// True when the job was launched on this runner (its wrapper recorded a pid), whether or not it still runs.
+    func launched(jobId: String) async throws -> Bool
+
     /// Delivers the job's log from byte `offset` as it grows, and returns how the job ended once it has.
     func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit
 

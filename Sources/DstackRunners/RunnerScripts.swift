@@ -7,6 +7,28 @@ enum RunnerScripts {
     static let acquire = #"""
     base=$1 job=$2 max=$3 gpus=$4 need=$5 owner=$6
     mkdir -p "$base/locks" || exit 2
+    # Held already by this job (a coordinator resuming it): report what it holds.
+    if [ -f "$base/locks/held-$job" ]; then
+      slot="" got=""
+      for l in $(cat "$base/locks/held-$job"); do
+        case $l in slot-*) slot=${l#slot-} ;; gpu-*) got="$got ${l#gpu-}" ;; esac
+      done
+      echo "$slot"
+      echo $got
+      exit 0
+    fi
+    # Reclaim locks whose job is over: it wrote its exit code, or its process is gone; or, when it never got a
+    # job directory, the lock is older than 10 minutes (its coordinator died before preparing it).
+    for l in "$base"/locks/slot-* "$base"/locks/gpu-*; do
+      [ -d "$l" ] || continue
+      holder=$(cut -d' ' -f1 "$l/owner" 2>/dev/null)
+      jd="$base/jobs/$holder"
+      if [ -n "$holder" ] && { [ -f "$jd/exit" ] || { [ -f "$jd/pid" ] && ! kill -0 "$(cat "$jd/pid")" 2>/dev/null; }; }; then
+        rm -rf "$l"
+      elif [ ! -d "$jd" ] && [ -n "$(find "$l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
+        rm -rf "$l"
+      fi
+    done
     held="" slot=""
     i=0
     while [ "$i" -lt "$max" ]; do
@@ -39,7 +61,10 @@ enum RunnerScripts {
     static let release = #"""
     base=$1 job=$2
     [ -f "$base/locks/held-$job" ] || exit 0
-    for l in $(cat "$base/locks/held-$job"); do rm -rf "$base/locks/$l"; done
+    for l in $(cat "$base/locks/held-$job"); do
+      # Only while it is still this job's: a lock reclaimed and taken by another job is not ours to remove.
+      [ "$(cut -d' ' -f1 "$base/locks/$l/owner" 2>/dev/null)" = "$job" ] && rm -rf "$base/locks/$l"
+    done
     rm -f "$base/locks/held-$job"
     """#
 

@@ -179,6 +179,10 @@ public final class SSHRunner: Runner, Sendable {
         guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
     }
 
+    public func launched(jobId: String) async throws -> Bool {
+        try await connection.session().exec("test -f " + shellQuote(jobDir(jobId) + "/pid")).succeeded
+    }
+
     public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
         let command = "sh -c " + shellQuote(RunnerScripts.follow) + " dstack " + shellQuote(jobDir(jobId)) + " " + String(offset)
         var exitText = Data()

@@ -81,6 +81,18 @@ public struct RunStore: Sendable {
         try await storage.deleteAll(prefix: key("runs", name) + "/")
     }
 
+    /// Takes the run's coordinator lease atomically; returns nil on success, or the current holder's info.
+    public func takeLease(_ run: String, _ holder: CoordinatorInfo) async throws -> CoordinatorInfo? {
+        if try await storage.create(key("runs", run, "lease"), data: encode(holder)) { return nil }
+        guard let data = try await storage.read(key("runs", run, "lease")) else { return try await takeLease(run, holder) }
+        return try? RecordCoding.decoder().decode(CoordinatorInfo.self, from: data)
+    }
+
+    /// Gives the lease up (or removes a dead holder's, before taking it).
+    public func dropLease(_ run: String) async throws {
+        try await storage.delete(key("runs", run, "lease"))
+    }
+
     /// Asks the run's coordinator to stop it (it polls for this).
     public func requestStop(_ run: String) async throws {
         try await storage.write(key("runs", run, "stop"), data: Data(formatTimestamp(Date()).utf8))
@@ -112,6 +124,12 @@ public struct RunStore: Sendable {
     /// Adds output to a job's stored log.
     public func appendLog(run: String, workflow: String, _ data: Data) async throws {
         try await storage.append(logKey(run: run, workflow: workflow), data: data)
+    }
+
+    /// The size of a job's stored log: where following resumes, so nothing is lost or doubled.
+    public func logSize(run: String, workflow: String) async throws -> Int64 {
+        let key = logKey(run: run, workflow: workflow)
+        return try await storage.list(prefix: key).first { $0.key == key }?.size ?? 0
     }
 
     /// A job's stored log so far (empty when there is none).
