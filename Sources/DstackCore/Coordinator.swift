@@ -250,6 +250,10 @@ public actor Coordinator {
         do {
             grant = try await runner.acquire(jobId: job.id, gpus: member.info.gpus.map(\.index), count: job.resources.gpu,
                                              slots: member.info.maxJobs, owner: owner)
+        } catch where isConnectionProblem(error) {
+            // The runner is down: leave it be for a while (it is used again once it answers) and put the job back.
+            unreachable(job, runner: member.info.name, error)
+            return
         } catch {
             await finish(job, on: member, grant: nil, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
             return
@@ -273,6 +277,25 @@ public actor Coordinator {
             record.attempts[last].exitCode = exit?.code
             record.attempts[last].signal = exit?.signal
             record.attempts[last].reason = reason
+        }
+    }
+
+    /// Times each job found its runner unreachable before it started.
+    private var unreachableTries: [String: Int] = [:]
+
+    private func unreachable(_ job: PlannedJob, runner: String, _ error: any Error) {
+        active[runner, default: 1] -= 1
+        busyUntil[runner] = Date().addingTimeInterval(lostTimeout)
+        unreachableTries[job.id, default: 0] += 1
+        sink.emit(.notice("[\(job.workflow)] runner \(runner) is unreachable (\(error)); looking for another"))
+        if unreachableTries[job.id]! > run.retries {
+            update(job.workflow) {
+                $0.status = .failed
+                $0.reason = "no runner reachable: \(runner) unreachable (\(error))"
+                $0.finishedAt = Date()
+            }
+        } else {
+            update(job.workflow) { $0.status = .submitted; $0.runner = nil }
         }
     }
 
@@ -302,12 +325,19 @@ public actor Coordinator {
     }
 
     /// Prepares, launches, follows and collects one job; nothing here touches actor state except through calls.
+    ///
+    /// A dropped connection never reruns anything: after reconnecting, a job already launched is followed, and
+    /// artifacts are collected again (storing them is idempotent). Only a runner unreachable past `lostTimeout`
+    /// makes the attempt lost.
     nonisolated private func attempt(_ job: PlannedJob, on member: PoolMember, gpus: [Int], resuming: Bool) async -> Outcome {
         let runner = member.runner
         var watchdog: Task<Void, Never>?
         defer { watchdog?.cancel() }
         do {
-            if !(resuming ? try await runner.launched(jobId: job.id) : false) {
+            var checkFirst = resuming
+            let launchedHere: Bool? = try await surviving(job, member) {
+                if checkFirst, try await runner.launched(jobId: job.id) { return true }
+                checkFirst = true  // after a drop, the launch may have happened: look before launching again
                 try await ensureSynced(member)
                 try await runner.prepare(jobId: job.id, snapshot: snapshot)
                 try await placeDependencies(job, runner: runner)
@@ -317,9 +347,13 @@ public actor Coordinator {
                 if !member.info.gpus.isEmpty {
                     launch.environment["CUDA_VISIBLE_DEVICES"] = gpus.map(String.init).joined(separator: ",")
                 }
-                if await isStopping() { return .stopped("the run was stopped before the job started") }
+                if await isStopping() { return false }
                 try await runner.launch(launch)
+                return true
             }
+            guard let launchedHere else { return .lost("\(member.info.name) unreachable for \(Int(lostTimeout)) s") }
+            let logStart = try await attemptLogStart(job, fresh: !resuming)
+            if !launchedHere { return .stopped("the run was stopped before the job started") }
             await started(job, runner: member.info.name)
             if let limit = job.maxDuration {
                 watchdog = Task {
@@ -330,7 +364,7 @@ public actor Coordinator {
                 }
             }
             let exit: JobExit
-            switch try await followSurvivingDrops(job, on: member) {
+            switch try await followSurvivingDrops(job, on: member, logStart: logStart) {
             case .exited(let e): exit = e
             case .lost(let reason): return .lost(reason)
             }
@@ -343,15 +377,39 @@ public actor Coordinator {
                 return .failed(exit, exit.summary)
             }
             await setStatus(job.workflow, .uploading)
-            _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
-                try await store.storeArtifacts(cacheKey: job.cacheKey, run: run.name, job: job.id,
-                                               paths: job.artifacts, from: directory)
+            let stored: Bool? = try await surviving(job, member) {
+                _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
+                    try await store.storeArtifacts(cacheKey: job.cacheKey, run: run.name, job: job.id,
+                                                   paths: job.artifacts, from: directory)
+                }
+                return true
             }
+            guard stored != nil else { return .lost("\(member.info.name) unreachable while collecting artifacts") }
             try await store.recordCache(job.cacheKey, CacheEntry(run: run.name, job: job.id, finishedAt: Date()))
             return .done
         } catch {
             if isConnectionProblem(error) { return .lost("\(member.info.name) unreachable: \(error)") }
             return .failed(JobExit(code: nil, reason: "\(error)"), "\(error)")
+        }
+    }
+
+    /// Runs `body`, running it again after a dropped connection until the runner has been unreachable for
+    /// `lostTimeout`; nil then.
+    nonisolated private func surviving<T: Sendable>(_ job: PlannedJob, _ member: PoolMember,
+                                                     _ body: () async throws -> T) async throws -> T? {
+        var unreachableSince: Date?
+        while true {
+            do {
+                return try await body()
+            } catch where isConnectionProblem(error) {
+                let since = unreachableSince ?? Date()
+                if unreachableSince == nil {
+                    unreachableSince = since
+                    sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); reconnecting"))
+                }
+                if Date().timeIntervalSince(since) > lostTimeout { return nil }
+                try await Task.sleep(nanoseconds: 1_000_000_000)
+            }
         }
     }
 
@@ -362,10 +420,11 @@ public actor Coordinator {
 
     /// Follows the job's log into storage from where the stored log ends, so nothing is lost or doubled; when the
     /// connection drops, reconnects and goes on, until the runner has been unreachable for `lostTimeout`.
-    nonisolated private func followSurvivingDrops(_ job: PlannedJob, on member: PoolMember) async throws -> FollowResult {
+    nonisolated private func followSurvivingDrops(_ job: PlannedJob, on member: PoolMember, logStart: Int64) async throws -> FollowResult {
         var unreachableSince: Date?
         while true {
-            let offset = try await store.logSize(run: run.name, workflow: job.workflow)
+            // The runner's log holds this attempt's output only; the stored log has earlier attempts' before it.
+            let offset = max(0, try await store.logSize(run: run.name, workflow: job.workflow) - logStart)
             do {
                 let exit = try await member.runner.follow(jobId: job.id, from: offset) { data in
                     self.sink.emit(.output(workflow: job.workflow, data))
@@ -391,6 +450,18 @@ public actor Coordinator {
         if let ssh = error as? SSHError { return ssh.isTransient || "\(ssh)".contains("connect") }
         if case RunnerError.unavailable = error { return true }
         return false
+    }
+
+    /// Where this attempt's output starts in the stored log: recorded on the attempt when it begins, read back
+    /// when a later coordinator resumes it.
+    private func attemptLogStart(_ job: PlannedJob, fresh: Bool) async throws -> Int64 {
+        guard let i = index(job.workflow), !run.jobs[i].attempts.isEmpty else { return 0 }
+        let last = run.jobs[i].attempts.count - 1
+        if !fresh, let start = run.jobs[i].attempts[last].logStart { return start }
+        let start = try await store.logSize(run: run.name, workflow: job.workflow)
+        update(job.workflow) { $0.attempts[last].logStart = start }
+        await persist()
+        return start
     }
 
     private var timedOutJobs: Set<String> = []

@@ -181,7 +181,7 @@ extension Workspace {
     /// Coordinates a recorded run until it finishes (the work behind `dstack run` and `dstack attach`).
     public func coordinate(_ name: String, sink: any RunEventSink,
                            onCoordinator: (@Sendable (Coordinator) async -> Void)? = nil) async throws -> RunRecord {
-        guard let record = try await store.loadRun(name) else {
+        guard var record = try await store.loadRun(name) else {
             throw CoreError.notFound("no run named '\(name)' in \(store.storage.location); 'dstack ps -a' lists runs")
         }
         if record.status.isFinished { return record }
@@ -192,6 +192,11 @@ extension Workspace {
         let plan = try decoder.decode(Plan.self, from: inputs.plan)
         let snapshot = try decoder.decode(Snapshot.self, from: inputs.snapshot)
         try await takeLease(record)
+        // run.json is written at most twice a second; each job.json on every change. A coordinator killed between
+        // the two left the newer state in job.json: start from that.
+        for i in record.jobs.indices {
+            if let job = try await store.loadJob(run: name, workflow: record.jobs[i].workflow) { record.jobs[i] = job }
+        }
         let pool: [PoolMember]
         do {
             pool = try await reachablePool(sink: sink)

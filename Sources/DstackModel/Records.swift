@@ -47,6 +47,8 @@ public struct Attempt: Sendable, Codable, Hashable {
     public var signal: Int32?
     /// Why it ended, in a few words, when not by a plain exit.
     public var reason: String?
+    /// The size of the job's stored log when this attempt began: its own output starts there.
+    public var logStart: Int64?
 
     /// Creates an attempt that has just started.
     public init(runner: String, startedAt: Date) {

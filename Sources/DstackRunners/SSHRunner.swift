@@ -173,8 +173,10 @@ public final class SSHRunner: Runner, Sendable {
             guard write.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot write \(file) on \(name): \(write.stderrText)") }
         }
         // setsid: the job gets its own session and process group, so a dropped connection does not kill it.
-        let start = "cd " + shellQuote(dir) + " && : > log && setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir)
-            + " </dev/null >/dev/null 2>&1 &"
+        // Only the wrapper goes to the background (the braces): a backgrounded `a && b &` list would keep the
+        // channel open, and this exec waiting, until the whole job ended.
+        let start = "cd " + shellQuote(dir) + " && : > log && { setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir)
+            + " </dev/null >/dev/null 2>&1 & }"
         let result = try await session.exec(start)
         guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
     }

@@ -42,6 +42,12 @@ public struct RunStore: Sendable {
         try await storage.write(key("runs", run, "jobs", job.workflow, "job.json"), data: encode(job))
     }
 
+    /// A job's own record (`job.json`), written on every change of the job, so never older than `run.json`'s copy.
+    public func loadJob(run: String, workflow: String) async throws -> JobRecord? {
+        guard let data = try await storage.read(key("runs", run, "jobs", workflow, "job.json")) else { return nil }
+        return try? RecordCoding.decoder().decode(JobRecord.self, from: data)
+    }
+
     /// The record of run `name`, or nil.
     public func loadRun(_ name: String) async throws -> RunRecord? {
         guard let data = try await storage.read(key("runs", name, "run.json")) else { return nil }

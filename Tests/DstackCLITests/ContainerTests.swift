@@ -64,7 +64,7 @@ import Testing
         try Data(Self.standIn.utf8).write(to: bin.appendingPathComponent("docker"))
         try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin.appendingPathComponent("docker").path)
         // Runner 2 has the stand-in engine first on its PATH; runner 1 has no engine.
-        let bed = try SSHBed(2, extraConfig: [1: "SetEnv PATH=\(bin.path):/usr/local/bin:/usr/bin:/bin\n"])
+        let bed = try SSHBed(2, extraEnvironment: [1: "PATH=\(bin.path):/usr/local/bin:/usr/bin:/bin"])
         defer { bed.stop() }
         let box = try Sandbox()
         defer { box.cleanup() }

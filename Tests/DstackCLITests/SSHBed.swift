@@ -6,13 +6,14 @@ final class SSHBed: Sendable {
     let directory: URL
     let runners: [(name: String, host: String, port: Int)]
 
-    /// Starts `count` runners; `extraConfig` lines are appended to the sshd_config of the runner at that index.
-    init(_ count: Int, extraConfig: [Int: String] = [:]) throws {
+    /// Starts `count` runners; `extraEnvironment` (`VAR=value` words) is set in the sessions of the runner at
+    /// that index.
+    init(_ count: Int, extraEnvironment: [Int: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-bed-\(UUID().uuidString.prefix(8))")
-        for (index, text) in extraConfig {
+        for (index, text) in extraEnvironment {
             let dir = directory.appendingPathComponent("runner-\(index + 1)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-            try Data(text.utf8).write(to: dir.appendingPathComponent("extra_config"))
+            try Data(text.utf8).write(to: dir.appendingPathComponent("extra_env"))
         }
         let start = try Sandbox.run(["bash", Sandbox.repositoryRoot.appendingPathComponent("scripts/testbed").path,
                                      "start", String(count), directory.path], in: Sandbox.repositoryRoot)
