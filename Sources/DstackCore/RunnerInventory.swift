@@ -38,10 +38,11 @@ enum RunnerInventory {
         try inventory.requireDirectConnections(resolved)
 
         let knownHosts = env["DSTACK_KNOWN_HOSTS"] ?? "\(home)/.ssh/known_hosts"
+        let passphrase = env["DSTACK_SSH_PASSPHRASE"] ?? promptForPassphrase(resolved.flatMap(\.identityFiles))
         return resolved.map { runner in
             var ssh = SSHOptions(host: runner.hostname, port: runner.port, user: runner.user,
                                  identityFiles: runner.identityFiles.filter { FileManager.default.fileExists(atPath: $0) },
-                                 passphrase: env["DSTACK_SSH_PASSPHRASE"], agentSocket: env["SSH_AUTH_SOCK"],
+                                 passphrase: passphrase, agentSocket: env["SSH_AUTH_SOCK"],
                                  knownHostsFile: knownHosts, acceptNewHostKeys: options.acceptNewHostKeys)
             ssh.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? 10))
             var resources: Resources?
@@ -54,5 +55,14 @@ enum RunnerInventory {
                                              maxJobs: runner.maxJobs, labels: runner.labels, resources: resources,
                                              localObjects: localObjects))
         }
+    }
+
+    /// Asks for the passphrase of the first encrypted identity file, once, when standard input is a terminal;
+    /// without a terminal (CI, `-d`) `$DSTACK_SSH_PASSPHRASE` is the way, and nil is returned.
+    static func promptForPassphrase(_ files: [String]) -> String? {
+        guard isatty(STDIN_FILENO) == 1,
+              let encrypted = files.first(where: { FileManager.default.fileExists(atPath: $0) && identityFileIsEncrypted($0) }),
+              let answer = getpass("Enter passphrase for \(encrypted): ") else { return nil }
+        return String(cString: answer)
     }
 }

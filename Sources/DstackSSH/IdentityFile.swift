@@ -70,3 +70,8 @@ struct BlobReader {
         return Array(bytes[offset..<(offset + length)])
     }
 }
+
+/// True when the OpenSSH private key at `path` is protected by a passphrase (false when it cannot be read).
+public func identityFileIsEncrypted(_ path: String) -> Bool {
+    IdentityFile.inspect(path: path)?.isEncrypted ?? false
+}
