@@ -220,12 +220,12 @@ extension DstackCommand {
         @Argument(help: "The run to stop.")
         var run: String
 
-        @Flag(name: .customShort("x"), help: "Do not collect artifacts of the stopped jobs (they are never collected from a stopped job in this version).")
+        @Flag(name: .customShort("x"), help: "Do not collect the stopped jobs' artifacts (by default what they wrote so far is kept, never as a cache hit).")
         var abort = false
 
         func run() async throws {
             try await global.withWorkspace { workspace in
-                let record = try await workspace.stop(run)
+                let record = try await workspace.stop(run, collect: !abort)
                 Terminal.out("run \(record.name) \(record.status.rawValue)")
             }
         }

@@ -31,8 +31,12 @@ public actor Coordinator {
     let sink: any RunEventSink
     let logger: Logger
     let owner: String
+    /// The run's name (fixed; `run` itself is actor state).
+    let runName: String
     var run: RunRecord
     var stopRequested = false
+    /// Whether a stop keeps the stopped jobs' artifacts (`dstack stop` without `-x`, Ctrl-C).
+    var collectOnStop = true
     /// Jobs holding a slot, by job id, with the runner that holds them.
     var running: [String: any Runner] = [:]
     /// Jobs this coordinator has in flight per runner.
@@ -55,15 +59,17 @@ public actor Coordinator {
         self.snapshot = snapshot
         self.plan = plan
         self.run = run
+        self.runName = run.name
         self.sink = sink
         self.logger = logger
         self.owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"
     }
 
     /// Asks every running job to stop; jobs not started yet are marked stopped.
-    public func requestStop() async {
+    public func requestStop(collect: Bool = true) async {
         guard !stopRequested else { return }
         stopRequested = true
+        collectOnStop = collect
         sink.emit(.notice("stopping run \(run.name)"))
         for (jobId, runner) in running {
             try? await runner.stop(jobId: jobId)
@@ -116,8 +122,8 @@ public actor Coordinator {
     /// Once a second: refresh the heartbeat and look for a stop asked by `dstack stop`.
     private func beat() async {
         run.coordinator?.heartbeatAt = Date()
-        if !stopRequested, (try? await store.stopRequested(run.name)) == true {
-            await requestStop()
+        if !stopRequested, let collect = (try? await store.stopRequested(run.name)) ?? nil {
+            await requestStop(collect: collect)
         }
         await persist(force: true)
     }
@@ -371,7 +377,21 @@ public actor Coordinator {
             if await hasTimedOut(job) {
                 return .failed(exit, "max_duration (\(formatDuration(job.maxDuration ?? 0))) exceeded; the job was stopped")
             }
-            if await isStopping(), !exit.succeeded { return .stopped("stopped (\(exit.summary))") }
+            if await isStopping(), !exit.succeeded {
+                if await collectOnStop, !job.artifacts.isEmpty {
+                    // Partial results are kept under a key of this run's own, never a cache key: a stopped job
+                    // must never be reused as if it had finished.
+                    let key = job.cacheKey + "-stopped-" + runName
+                    let kept = try? await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
+                        let present = job.artifacts.filter { FileManager.default.fileExists(atPath: directory.appendingPathComponent($0).path) }
+                        guard !present.isEmpty else { return false }
+                        _ = try await store.storeArtifacts(cacheKey: key, run: runName, job: job.id, paths: present, from: directory)
+                        return true
+                    }
+                    if kept == true { await setArtifactsKey(job.workflow, key) }
+                }
+                return .stopped("stopped (\(exit.summary))")
+            }
             guard exit.succeeded else {
                 if exit.code == nil { return .lost(exit.summary) }
                 return .failed(exit, exit.summary)
@@ -469,6 +489,10 @@ public actor Coordinator {
     private func hasTimedOut(_ job: PlannedJob) -> Bool { timedOutJobs.contains(job.id) }
 
     private func isStopping() -> Bool { stopRequested }
+
+    private func setArtifactsKey(_ workflow: String, _ key: String) {
+        update(workflow) { $0.artifactsKey = key }
+    }
 
     /// Sends the runner the code objects it lacks, once per runner; the first job there waits for it.
     private func ensureSynced(_ member: PoolMember) async throws {

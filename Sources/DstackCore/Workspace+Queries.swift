@@ -75,11 +75,12 @@ extension Workspace {
         return out
     }
 
-    /// Asks a run to stop. When its coordinator is gone, stops its jobs and records it here instead.
-    public func stop(_ name: String) async throws -> RunRecord {
+    /// Asks a run to stop (keeping the stopped jobs' artifacts unless `collect` is false). When its coordinator is
+    /// gone, stops its jobs and records it here instead.
+    public func stop(_ name: String, collect: Bool = true) async throws -> RunRecord {
         var record = try await run(name)
         guard !record.status.isFinished else { return record }
-        try await store.requestStop(name)
+        try await store.requestStop(name, collect: collect)
         if coordinatorGone(record) {
             for i in record.jobs.indices where !record.jobs[i].status.isFinished {
                 if record.jobs[i].status != .submitted, let runner = runners.first(where: { $0.name == record.jobs[i].runner }) {
@@ -107,8 +108,8 @@ extension Workspace {
     /// Every file the run's finished jobs stored.
     public func artifacts(of run: RunRecord) async throws -> [ArtifactEntry] {
         var out: [ArtifactEntry] = []
-        for job in run.jobs where job.status.isSuccess {
-            guard let manifest = try await store.manifest(job.cacheKey) else { continue }
+        for job in run.jobs where job.status.isSuccess || job.artifactsKey != nil {
+            guard let manifest = try await store.manifest(job.artifactsKey ?? job.cacheKey) else { continue }
             for file in manifest.files where file.isDirectory != true {
                 out.append(ArtifactEntry(job: job.workflow, path: file.path, size: file.size))
             }
@@ -118,8 +119,8 @@ extension Workspace {
 
     /// Downloads every artifact of the run into `directory`, keeping paths and modes; returns what it placed.
     public func downloadArtifacts(of run: RunRecord, into directory: URL) async throws -> [ArtifactEntry] {
-        for job in run.jobs where job.status.isSuccess {
-            guard let manifest = try await store.manifest(job.cacheKey) else { continue }
+        for job in run.jobs where job.status.isSuccess || job.artifactsKey != nil {
+            guard let manifest = try await store.manifest(job.artifactsKey ?? job.cacheKey) else { continue }
             try await store.downloadArtifacts(manifest, into: directory)
         }
         return try await artifacts(of: run)
@@ -172,6 +173,7 @@ extension Workspace {
         for run in kept {
             for job in run.jobs {
                 referenced.insert(job.cacheKey)
+                if let key = job.artifactsKey { referenced.insert(key) }
                 job.tagDependencies.forEach { referenced.insert($0.cacheKey) }
             }
         }

@@ -83,6 +83,8 @@ public struct JobRecord: Sendable, Codable, Hashable {
     public var artifacts: [String]
     /// For a cached job: the run and job whose results were reused.
     public var cachedFrom: CacheEntry?
+    /// For a stopped job whose partial artifacts were kept: where they are stored (never a cache key).
+    public var artifactsKey: String?
     /// When it started running.
     public var startedAt: Date?
     /// When it finished.

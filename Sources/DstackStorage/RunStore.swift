@@ -99,14 +99,15 @@ public struct RunStore: Sendable {
         try await storage.delete(key("runs", run, "lease"))
     }
 
-    /// Asks the run's coordinator to stop it (it polls for this).
-    public func requestStop(_ run: String) async throws {
-        try await storage.write(key("runs", run, "stop"), data: Data(formatTimestamp(Date()).utf8))
+    /// Asks the run's coordinator to stop it (it polls for this); `collect` keeps the stopped jobs' artifacts.
+    public func requestStop(_ run: String, collect: Bool = true) async throws {
+        try await storage.write(key("runs", run, "stop"), data: Data(((collect ? "collect " : "abort ") + formatTimestamp(Date())).utf8))
     }
 
-    /// True once `requestStop` was called for the run.
-    public func stopRequested(_ run: String) async throws -> Bool {
-        try await storage.read(key("runs", run, "stop")) != nil
+    /// nil until `requestStop` was called for the run; then whether the stopped jobs' artifacts are kept.
+    public func stopRequested(_ run: String) async throws -> Bool? {
+        guard let data = try await storage.read(key("runs", run, "stop")) else { return nil }
+        return !String(decoding: data, as: UTF8.self).hasPrefix("abort")
     }
 
     /// Stores the plan and the snapshot manifest of a run, so another process can coordinate it later.

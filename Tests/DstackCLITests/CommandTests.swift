@@ -179,13 +179,14 @@ import Testing
         #expect(try box.dstack("logs", name).stdout == "finished\n")
     }
 
-    @Test func stopStopsARunningRun() throws {
+    @Test func stopStopsARunningRunAndKeepsWhatItWroteUnlessX() throws {
         let box = try Sandbox()
         defer { box.cleanup() }
         try box.workflows("""
         workflows:
           - name: forever
-            commands: [echo begun, sleep 300]
+            commands: [mkdir -p out, echo partial > out/p.txt, echo begun, sleep 300]
+            artifacts: [out]
           - name: after
             depends-on: [forever]
             commands: [echo never]
@@ -203,6 +204,17 @@ import Testing
         let jobs = try box.jobs(name)
         #expect(jobs["forever"]?["status"] as? String == "stopped")
         #expect(jobs["after"]?["status"] as? String == "stopped")
+        // What the stopped job wrote is kept with the run, but never as a cache hit.
+        #expect(try box.dstack("artifacts", "list", name).stdout.contains("out/p.txt"))
+        #expect(try box.dstack("dag", "after").stdout.contains("forever  run"))
+
+        let aborted = try box.dstack("run", "after", "-d").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        for _ in 0..<100 {
+            if try box.dstack("logs", aborted, "forever").stdout.contains("begun") { break }
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(try box.dstack("stop", aborted, "-x").status == 0)
+        #expect(!(try box.dstack("artifacts", "list", aborted).stdout.contains("out/p.txt")))
     }
 
     @Test func pruneRemovesFinishedUntaggedRunsAndUnusedResults() throws {

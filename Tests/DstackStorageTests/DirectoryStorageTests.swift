@@ -416,9 +416,9 @@ extension DirectoryStorageTests {
             #expect(inputs.plan == Data("plan".utf8) && inputs.snapshot == Data("snap".utf8))
             #expect(try await store.loadRunInputs("absent-run-1") == nil)
 
-            #expect(try await store.stopRequested("calm-otter-1") == false)
+            #expect(try await store.stopRequested("calm-otter-1") == nil)
             try await store.requestStop("calm-otter-1")
-            #expect(try await store.stopRequested("calm-otter-1"))
+            #expect(try await store.stopRequested("calm-otter-1") == true)
 
             try await store.appendLog(run: "calm-otter-1", workflow: "train", Data("a\n".utf8))
             try await store.appendLog(run: "calm-otter-1", workflow: "train", Data("b\n".utf8))
