@@ -76,16 +76,17 @@ extension Workspace {
 
     /// Probes every runner at once; an unreachable one never holds up the others past its connect timeout.
     public func probePool() async -> [(runner: any Runner, result: Result<RunnerInfo, any Error>)] {
-        await withTaskGroup(of: (Int, Result<RunnerInfo, any Error>).self) { group in
-            for (i, runner) in runners.enumerated() {
+        // Each child hands back a reference: with the Result itself as the child's value (a tuple of an index
+        // and Result<RunnerInfo, any Error>), Swift 6.3.1 release builds read garbage and trapped.
+        let outcomes = runners.map { _ in ProbeOutcome() }
+        await withTaskGroup(of: Void.self) { group in
+            for (runner, outcome) in zip(runners, outcomes) {
                 group.addTask {
-                    do { return (i, .success(try await runner.probe())) } catch { return (i, .failure(error)) }
+                    do { outcome.set(.success(try await runner.probe())) } catch { outcome.set(.failure(error)) }
                 }
             }
-            var results: [(Int, Result<RunnerInfo, any Error>)] = []
-            for await result in group { results.append(result) }
-            return results.sorted { $0.0 < $1.0 }.map { (runners[$0.0], $0.1) }
         }
+        return zip(runners, outcomes).map { ($0, $1.get()) }
     }
 
     /// The reachable runners with what they have; every runner unreachable is an infrastructure error.
@@ -213,4 +214,14 @@ extension Workspace {
         }
         return final
     }
+}
+
+/// One probe's result, filled by its child task.
+final class ProbeOutcome: @unchecked Sendable {
+    // Written once by one child task and read after the group has finished: the lock makes that explicit.
+    private let lock = NSLock()
+    private var value: Result<RunnerInfo, any Error> = .failure(CoreError.infrastructure("not probed"))
+
+    func set(_ result: Result<RunnerInfo, any Error>) { lock.withLock { value = result } }
+    func get() -> Result<RunnerInfo, any Error> { lock.withLock { value } }
 }
