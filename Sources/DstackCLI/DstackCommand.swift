@@ -4,6 +4,9 @@ import DstackModel
 import DstackRunners
 import DstackStorage
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The `dstack` command: a namespace for the subcommands.
 public struct DstackCommand: AsyncParsableCommand {
@@ -27,6 +30,15 @@ public struct DstackCommand: AsyncParsableCommand {
 
     /// Parses the command line, runs the command and exits with the status DESIGN.md §5 lists.
     public static func main() async {
+        #if canImport(Glibc)
+        // Transfer buffers (8-64 MB S3 parts, 1 MB copies) are mmapped and given back as soon as they are freed;
+        // glibc would otherwise keep freed ones in its arenas, and a 1 GB upload peaked above 150 MB.
+        // mallopt is not in the Glibc module (malloc.h); M_MMAP_THRESHOLD is -3 in glibc.
+        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+        if let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") {
+            _ = unsafeBitCast(symbol, to: Mallopt.self)(-3, 1 << 20)
+        }
+        #endif
         do {
             if let help = try await Run.workflowHelp(Array(CommandLine.arguments.dropFirst())) {
                 Terminal.out(help)
