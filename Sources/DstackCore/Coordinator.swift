@@ -595,8 +595,7 @@ public actor Coordinator {
                 record.attempts[record.attempts.count - 1].reason = record.reason
             }
         }
-        if grant != nil { try? await runner.release(jobId: job.id) }
-        if !keepDirectory { try? await runner.cleanup(jobId: job.id) }
+        try? await runner.finish(jobId: job.id, release: grant != nil, cleanup: !keepDirectory)
         await persist()
         if let record = run.jobs.first(where: { $0.workflow == job.workflow }) {
             sink.emit(.finished(record))

@@ -190,9 +190,18 @@ public protocol Runner: Sendable {
 
     /// Closes connections; called before the process exits (libcrypto must not be in use while it is torn down).
     func disconnect() async
+
+    /// Releases the job's locks and/or removes its directory, in one round trip where the runner can.
+    func finish(jobId: String, release: Bool, cleanup: Bool) async throws
 }
 
 extension Runner {
+    /// Release, then clean up, one call each.
+    public func finish(jobId: String, release: Bool, cleanup: Bool) async throws {
+        if release { try await self.release(jobId: jobId) }
+        if cleanup { try await self.cleanup(jobId: jobId) }
+    }
+
     /// Nothing to close by default.
     public func disconnect() async {}
 }

@@ -60,12 +60,13 @@ enum RunnerScripts {
     /// Releases what `acquire` took for a job. Arguments: base, job id.
     static let release = #"""
     base=$1 job=$2
-    [ -f "$base/locks/held-$job" ] || exit 0
-    for l in $(cat "$base/locks/held-$job"); do
-      # Only while it is still this job's: a lock reclaimed and taken by another job is not ours to remove.
-      [ "$(cut -d' ' -f1 "$base/locks/$l/owner" 2>/dev/null)" = "$job" ] && rm -rf "$base/locks/$l"
-    done
-    rm -f "$base/locks/held-$job"
+    if [ -f "$base/locks/held-$job" ]; then
+      for l in $(cat "$base/locks/held-$job"); do
+        # Only while it is still this job's: a lock reclaimed and taken by another job is not ours to remove.
+        [ "$(cut -d' ' -f1 "$base/locks/$l/owner" 2>/dev/null)" = "$job" ] && rm -rf "$base/locks/$l"
+      done
+      rm -f "$base/locks/held-$job"
+    fi
     """#
 
     /// The wrapper every job runs under: `$1` is the job directory, `$2` the working directory inside `repo/`.

@@ -168,17 +168,26 @@ public final class SSHRunner: Runner, Sendable {
         let session = try await connection.session()
         let engine = job.image == nil ? nil : try await probe().engine
         let run = try JobCommand.script(for: job, engine: engine)
+        // One exec writes the four files (quoted here-documents: nothing in them is expanded) and starts the
+        // wrapper: each exec costs a remote shell, and this used to be five of them per job.
+        var command = "cd " + shellQuote(dir) + " || exit 2\n"
         for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("launch.sh", RunnerScripts.launch)] {
-            let write = try await session.exec("cat > " + shellQuote(dir + "/" + file), stdin: Data(text.utf8))
-            guard write.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot write \(file) on \(name): \(write.stderrText)") }
+            var delimiter = "DSTACK_EOF_" + UUID().uuidString.replacingOccurrences(of: "-", with: "")
+            while text.contains(delimiter) { delimiter += "_" }
+            command += "cat > \(file) <<'\(delimiter)'\n\(text)\(text.isEmpty || text.hasSuffix("\n") ? "" : "\n")\(delimiter)\n"
         }
         // setsid: the job gets its own session and process group, so a dropped connection does not kill it.
         // Only the wrapper goes to the background (the braces): a backgrounded `a && b &` list would keep the
         // channel open, and this exec waiting, until the whole job ended.
-        let start = "cd " + shellQuote(dir) + " && : > log && { setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir)
-            + " </dev/null >/dev/null 2>&1 & }"
-        let result = try await session.exec(start)
+        command += ": > log && { setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir) + " </dev/null >/dev/null 2>&1 & }\n"
+        let result = try await session.exec("sh -c " + shellQuote(command))
         guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
+    }
+
+    public func finish(jobId: String, release: Bool, cleanup: Bool) async throws {
+        let text = (release ? RunnerScripts.release + "\n" : "") + (cleanup ? "rm -rf \"$1/jobs/$2\"\n" : "")
+        guard !text.isEmpty else { return }
+        _ = try await script(text, [workdir, jobId])
     }
 
     public func launched(jobId: String) async throws -> Bool {
