@@ -138,9 +138,9 @@ public final class SSHRunner: Runner, Sendable {
                 source = objects
             }
             let target = staging.appendingPathComponent(file.hash).path
-            if link(source, target) != 0 {
-                try FileManager.default.copyItem(atPath: source, toPath: target)
-            }
+            // A copy, not a hard link: link(2) changes the source's ctime, and GNU tar syncing the same object to
+            // another runner at that moment fails with "file changed as we read it".
+            try FileManager.default.copyItem(atPath: source, toPath: target)
         }
         let incoming = objects + "/.incoming-" + UUID().uuidString.prefix(8)
         try await connection.session().uploadTree(staging.path, paths: missing.map(\.hash), to: incoming)
