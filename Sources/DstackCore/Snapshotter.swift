@@ -12,7 +12,12 @@ import Darwin
 /// uncommitted edits), or, without git, the directory minus `.dstackignore` patterns.
 public enum Snapshotter {
     /// Snapshots the project at `root`.
-    public static func snapshot(root: URL) async throws -> Snapshot {
+    ///
+    /// With a `cache` file, a file whose size, modification and change times and inode are unchanged since the last
+    /// snapshot keeps its recorded hash instead of being read again (as git's index does).
+    public static func snapshot(root: URL, cache: URL? = nil) async throws -> Snapshot {
+        let known = cache.flatMap(HashCache.load) ?? [:]
+        var fresh: [String: HashCache.Entry] = [:]
         let paths: [String]
         if let listed = try await gitFiles(root) {
             paths = listed
@@ -26,9 +31,14 @@ public enum Snapshotter {
             var info = stat()
             // Deleted-but-tracked files and directories (submodules) are not part of the snapshot.
             guard stat(full, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
-            files.append(SnapshotFile(path: path, hash: try hashFile(full), mode: UInt32(info.st_mode) & 0o7777,
+            let stamp = HashCache.Entry(info, hash: "")
+            let hash: String
+            if let entry = known[path], entry.sameFile(as: stamp) { hash = entry.hash } else { hash = try hashFile(full) }
+            fresh[path] = HashCache.Entry(info, hash: hash)
+            files.append(SnapshotFile(path: path, hash: hash, mode: UInt32(info.st_mode) & 0o7777,
                                       size: Int64(info.st_size)))
         }
+        if let cache { HashCache.save(fresh, to: cache) }
         var manifest = SHA256()
         for file in files {
             manifest.update(data: Data("\(String(file.mode, radix: 8)) \(file.hash) \(file.path)\n".utf8))
@@ -80,6 +90,46 @@ public enum Snapshotter {
             hasher.update(bufferPointer: UnsafeRawBufferPointer(start: buffer, count: n))
         }
         return hex(hasher.finalize())
+    }
+}
+
+/// Remembered file hashes, keyed by path, trusted only while a file's stat stamp is unchanged.
+enum HashCache {
+    struct Entry: Codable, Equatable {
+        var size: Int64
+        var mtime: Int64
+        var ctime: Int64
+        var inode: UInt64
+        var hash: String
+
+        init(_ info: stat, hash: String) {
+            size = Int64(info.st_size)
+            #if canImport(Darwin)
+            mtime = Int64(info.st_mtimespec.tv_sec) * 1_000_000_000 + Int64(info.st_mtimespec.tv_nsec)
+            ctime = Int64(info.st_ctimespec.tv_sec) * 1_000_000_000 + Int64(info.st_ctimespec.tv_nsec)
+            #else
+            mtime = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+            ctime = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
+            #endif
+            inode = UInt64(info.st_ino)
+            self.hash = hash
+        }
+
+        func sameFile(as other: Entry) -> Bool {
+            size == other.size && mtime == other.mtime && ctime == other.ctime && inode == other.inode
+        }
+    }
+
+    static func load(_ url: URL) -> [String: Entry]? {
+        guard let data = try? Data(contentsOf: url) else { return nil }
+        return try? JSONDecoder().decode([String: Entry].self, from: data)
+    }
+
+    /// Written atomically; a cache that cannot be written only costs rehashing next time.
+    static func save(_ entries: [String: Entry], to url: URL) {
+        guard let data = try? JSONEncoder().encode(entries) else { return }
+        try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try? data.write(to: url, options: .atomic)
     }
 }
 

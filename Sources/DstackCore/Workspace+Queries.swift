@@ -192,7 +192,7 @@ extension Workspace {
     /// The plan `dstack run` would make now, with cache hits marked, for `dstack dag`.
     public func dag(_ request: RunRequest) async throws -> Plan {
         let project = try loadProject()
-        let snapshot = try await Snapshotter.snapshot(root: root)
+        let snapshot = try await Snapshotter.snapshot(root: root, cache: snapshotCache)
         return try await plan(request, project: project, snapshot: snapshot, runName: "<run>")
     }
 }

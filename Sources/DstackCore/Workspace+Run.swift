@@ -126,7 +126,7 @@ extension Workspace {
     /// Loads, snapshots, plans and records a new run; nothing runs yet.
     public func submit(_ request: RunRequest) async throws -> SubmittedRun {
         let project = try loadProject()
-        let snapshot = try await Snapshotter.snapshot(root: root)
+        let snapshot = try await Snapshotter.snapshot(root: root, cache: snapshotCache)
         let pool = try await reachablePool()
         var generator = SystemRandomNumberGenerator()
         let stem = RunNames.stem(using: &generator)

@@ -64,6 +64,13 @@ public struct Workspace: Sendable {
                          runners: ssh ?? [local], environment: options.environment)
     }
 
+    /// Where the file hashes of this project's last snapshot are kept (with the local runner, one file per project
+    /// directory), so an unchanged file is not read again.
+    var snapshotCache: URL {
+        let digest = root.path.utf8.reduce(UInt64(14695981039346656037)) { ($0 ^ UInt64($1)) &* 1099511628211 }
+        return localRunner.baseDirectory.appendingPathComponent("snapshot-cache/\(String(digest, radix: 16)).json")
+    }
+
     /// Closes every runner's connection; commands call it before they return.
     public func close() async {
         for runner in runners { await runner.disconnect() }
