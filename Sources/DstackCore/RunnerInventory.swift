@@ -38,7 +38,9 @@ enum RunnerInventory {
         try inventory.requireDirectConnections(resolved)
 
         let knownHosts = env["DSTACK_KNOWN_HOSTS"] ?? "\(home)/.ssh/known_hosts"
-        let passphrase = env["DSTACK_SSH_PASSPHRASE"] ?? promptForPassphrase(resolved.flatMap(\.identityFiles))
+        // With an agent running, the key is usually in it: no prompt then (the agent is tried first anyway).
+        let agent = !(env["SSH_AUTH_SOCK"] ?? "").isEmpty
+        let passphrase = env["DSTACK_SSH_PASSPHRASE"] ?? (agent ? nil : promptForPassphrase(resolved.flatMap(\.identityFiles)))
         return resolved.map { runner in
             var ssh = SSHOptions(host: runner.hostname, port: runner.port, user: runner.user,
                                  identityFiles: runner.identityFiles.filter { FileManager.default.fileExists(atPath: $0) },
