@@ -33,6 +33,10 @@ public actor Coordinator {
     let owner: String
     /// The run's name (fixed; `run` itself is actor state).
     let runName: String
+    /// Each job's position in `run.jobs` (which never reorders), and each planned job's cache key, by workflow:
+    /// looked up for every job at every dispatch round, so linear scans made large runs quadratic.
+    let positions: [String: Int]
+    let cacheKeys: [String: String]
     var run: RunRecord
     var stopRequested = false
     /// Whether a stop keeps the stopped jobs' artifacts (`dstack stop` without `-x`, Ctrl-C).
@@ -60,6 +64,8 @@ public actor Coordinator {
         self.plan = plan
         self.run = run
         self.runName = run.name
+        self.positions = Dictionary(run.jobs.enumerated().map { ($1.workflow, $0) }, uniquingKeysWith: { a, _ in a })
+        self.cacheKeys = Dictionary(plan.jobs.map { ($0.workflow, $0.cacheKey) }, uniquingKeysWith: { a, _ in a })
         self.sink = sink
         self.logger = logger
         self.owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"
@@ -129,7 +135,11 @@ public actor Coordinator {
     }
 
     private func index(_ workflow: String) -> Int? {
-        run.jobs.firstIndex { $0.workflow == workflow }
+        positions[workflow]
+    }
+
+    private func record(_ workflow: String) -> JobRecord? {
+        positions[workflow].map { run.jobs[$0] }
     }
 
     private func update(_ workflow: String, _ change: (inout JobRecord) -> Void) {
@@ -175,7 +185,7 @@ public actor Coordinator {
     private func waitingForSlots() -> Bool {
         !stopRequested && plan.jobs.contains { job in
             guard let i = index(job.workflow), run.jobs[i].status == .submitted else { return false }
-            return job.dependsOn.allSatisfy { dep in run.jobs.first { $0.workflow == dep }?.status.isSuccess == true }
+            return job.dependsOn.allSatisfy { dep in record(dep)?.status.isSuccess == true }
         }
     }
 
@@ -207,7 +217,7 @@ public actor Coordinator {
             for job in plan.jobs {
                 guard let i = index(job.workflow), run.jobs[i].status == .submitted else { continue }
                 if stopRequested { continue }
-                let deps = job.dependsOn.compactMap { dep in run.jobs.first { $0.workflow == dep } }
+                let deps = job.dependsOn.compactMap { dep in record(dep) }
                 if let bad = deps.first(where: { $0.status.isFinished && !$0.status.isSuccess }) {
                     let reason = "dependency '\(bad.workflow)' \(bad.status.rawValue)"
                     update(job.workflow) { $0.status = .skipped; $0.reason = reason; $0.finishedAt = Date() }
@@ -219,7 +229,7 @@ public actor Coordinator {
                 if let reason = unfit(job) {
                     // The runner that could take it is unreachable now (attach after a runner was lost, say).
                     update(job.workflow) { $0.status = .failed; $0.reason = reason; $0.finishedAt = Date() }
-                    if let record = run.jobs.first(where: { $0.workflow == job.workflow }) { sink.emit(.finished(record)) }
+                    if let done = record(job.workflow) { sink.emit(.finished(done)) }
                     changed = true
                     continue
                 }
@@ -524,7 +534,7 @@ public actor Coordinator {
     nonisolated private func placeDependencies(_ job: PlannedJob, runner: any Runner) async throws {
         var keys: [(String, String)] = []
         for dep in job.dependsOn {
-            if let key = plan.job(dep)?.cacheKey { keys.append((dep, key)) }
+            if let key = cacheKeys[dep] { keys.append((dep, key)) }
         }
         for tag in job.tagDependencies { keys.append(("\(tag.workflow):\(tag.tag)", tag.cacheKey)) }
         guard !keys.isEmpty else { return }
@@ -544,7 +554,7 @@ public actor Coordinator {
         let runner = member.runner
         running.removeValue(forKey: job.id)
         active[member.info.name, default: 1] -= 1
-        let attempts = run.jobs.first { $0.workflow == job.workflow }?.attempts.count ?? 0
+        let attempts = record(job.workflow)?.attempts.count ?? 0
         switch outcome {
         case .lost(let reason) where !stopRequested && attempts <= run.retries:
             // Never collected, never marked done: a late result from this attempt is simply ignored.
@@ -597,8 +607,8 @@ public actor Coordinator {
         }
         try? await runner.finish(jobId: job.id, release: grant != nil, cleanup: !keepDirectory)
         await persist()
-        if let record = run.jobs.first(where: { $0.workflow == job.workflow }) {
-            sink.emit(.finished(record))
+        if let finished = record(job.workflow) {
+            sink.emit(.finished(finished))
         }
     }
 }
