@@ -47,6 +47,8 @@ public actor Coordinator {
     var active: [String: Int] = [:]
     /// Runners that were full at the last try (another coordinator), and until when to leave them be.
     var busyUntil: [String: Date] = [:]
+    /// Directories of finished jobs to remove, by runner: passed along with the next start there.
+    var pendingCleanup: [String: [String]] = [:]
     /// The code sync to each runner, done once per runner by the first job that goes there.
     var syncs: [String: Task<Int, Error>] = [:]
     var saving = false
@@ -113,6 +115,11 @@ public actor Coordinator {
         }
         heartbeat.cancel()
         await heartbeat.value  // no heartbeat may write run.json after the final record below
+        for member in pool {
+            if let ids = pendingCleanup.removeValue(forKey: member.info.name), !ids.isEmpty {
+                try? await member.runner.cleanup(jobIds: ids)
+            }
+        }
         if stopRequested {
             for job in run.jobs where !job.status.isFinished {
                 update(job.workflow) { $0.status = .stopped; $0.reason = "the run was stopped before it started" }
@@ -261,6 +268,18 @@ public actor Coordinator {
     }
 
     private func runJob(_ job: PlannedJob, on member: PoolMember, resuming: Bool = false) async {
+        if resuming {
+            await runStepwise(job, on: member, checkLaunched: true, recordAttempt: false)
+        } else {
+            await startJob(job, on: member)
+        }
+    }
+
+    /// One attempt, one runner call at a time: acquire, then `attempt`. Used to resume jobs a previous
+    /// coordinator left in flight, and after a fresh start whose outcome is unknown (the connection dropped before
+    /// the runner said whether it took a slot): then the slot is taken again (the runner reports the one the job
+    /// holds), and the job is followed if it was launched.
+    private func runStepwise(_ job: PlannedJob, on member: PoolMember, checkLaunched: Bool, recordAttempt: Bool) async {
         let runner = member.runner
         let grant: SlotGrant?
         do {
@@ -279,9 +298,97 @@ public actor Coordinator {
             requeue(job, busy: member.info.name)
             return
         }
-        if !resuming { began(job, on: member, grant: grant) } else { running[job.id] = member.runner }
-        let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: resuming)
+        if recordAttempt { began(job, on: member, grant: grant) } else { running[job.id] = member.runner }
+        let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: checkLaunched)
         await finish(job, on: member, grant: grant, outcome)
+    }
+
+    /// A fresh attempt through `Runner.start`: slot, directory, launch and log in one call (one remote command on
+    /// an SSH runner). What the runner reports on the way is recorded as it comes: the attempt once the slot is
+    /// held, `running` once the job runs.
+    private func startJob(_ job: PlannedJob, on member: PoolMember) async {
+        let runner = member.runner
+        var staging: URL?
+        defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
+        let logStart: Int64
+        do {
+            try await ensureSynced(member)
+            staging = try await stageDependencies(job)
+            logStart = try await store.logSize(run: run.name, workflow: job.workflow)
+        } catch where isConnectionProblem(error) {
+            unreachable(job, runner: member.info.name, error)
+            return
+        } catch {
+            await finish(job, on: member, grant: nil, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
+            return
+        }
+        let request = JobStart(launch: job.launch, snapshot: snapshot, gpus: member.info.gpus.map(\.index),
+                               gpuCount: job.resources.gpu, slots: member.info.maxJobs, owner: owner,
+                               exportGPUs: !member.info.gpus.isEmpty, engine: member.info.engine,
+                               dependencies: staging, cleanup: pendingCleanup.removeValue(forKey: member.info.name) ?? [])
+        let progress = StartProgress()
+        defer { progress.watchdog?.cancel() }
+        let outcome: StartOutcome
+        do {
+            outcome = try await runner.start(request, events: { event in
+                switch event {
+                case .sending:
+                    progress.sent = true
+                case .granted(let grant):
+                    progress.grant = grant
+                    await self.granted(job, on: member, grant: grant, logStart: logStart)
+                case .launched:
+                    await self.started(job, runner: member.info.name)
+                    progress.watchdog = self.watchdog(job, runner: runner)
+                    if await self.isStopping() { try? await runner.stop(jobId: job.id) }
+                }
+            }, output: { data in
+                self.sink.emit(.output(workflow: job.workflow, data))
+                try await self.store.appendLog(run: self.runName, workflow: job.workflow, data)
+            })
+        } catch where isConnectionProblem(error) {
+            if let grant = progress.grant {
+                // The attempt is recorded: go on with it, following it if it was launched.
+                let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: true)
+                await finish(job, on: member, grant: grant, outcome)
+            } else if progress.sent {
+                // The runner may have taken a slot, even launched the job: ask it again.
+                sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); reconnecting"))
+                await runStepwise(job, on: member, checkLaunched: true, recordAttempt: true)
+            } else {
+                unreachable(job, runner: member.info.name, error)
+            }
+            return
+        } catch {
+            await finish(job, on: member, grant: progress.grant, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
+            return
+        }
+        switch outcome {
+        case .busy:
+            requeue(job, busy: member.info.name)
+        case .exited(let exit, let released):
+            let result = await conclude(job, on: member, exit: exit)
+            await finish(job, on: member, grant: progress.grant, result, released: released)
+        }
+    }
+
+    /// The slot is held: the attempt begins, its output starting at `logStart` of the stored log.
+    private func granted(_ job: PlannedJob, on member: PoolMember, grant: SlotGrant, logStart: Int64) {
+        began(job, on: member, grant: grant)
+        update(job.workflow) { record in
+            if !record.attempts.isEmpty { record.attempts[record.attempts.count - 1].logStart = logStart }
+        }
+    }
+
+    /// Stops the job once it has run for its `max_duration`.
+    nonisolated private func watchdog(_ job: PlannedJob, runner: any Runner) -> Task<Void, Never>? {
+        guard let limit = job.maxDuration else { return nil }
+        return Task {
+            try? await Task.sleep(nanoseconds: UInt64(limit * 1_000_000_000))
+            guard !Task.isCancelled else { return }
+            await self.timedOut(job)
+            try? await runner.stop(jobId: job.id)
+        }
     }
 
     /// Ends the job's latest attempt with `reason`.
@@ -371,19 +478,24 @@ public actor Coordinator {
             let logStart = try await attemptLogStart(job, fresh: !resuming)
             if !launchedHere { return .stopped("the run was stopped before the job started") }
             await started(job, runner: member.info.name)
-            if let limit = job.maxDuration {
-                watchdog = Task {
-                    try? await Task.sleep(nanoseconds: UInt64(limit * 1_000_000_000))
-                    guard !Task.isCancelled else { return }
-                    await self.timedOut(job)
-                    try? await runner.stop(jobId: job.id)
-                }
-            }
+            watchdog = self.watchdog(job, runner: runner)
             let exit: JobExit
             switch try await followSurvivingDrops(job, on: member, logStart: logStart) {
             case .exited(let e): exit = e
             case .lost(let reason): return .lost(reason)
             }
+            return await conclude(job, on: member, exit: exit)
+        } catch {
+            if isConnectionProblem(error) { return .lost("\(member.info.name) unreachable: \(error)") }
+            return .failed(JobExit(code: nil, reason: "\(error)"), "\(error)")
+        }
+    }
+
+    /// What an attempt whose job exited with `exit` comes to: stopped, failed, lost, or done once its artifacts
+    /// and cache entry are stored.
+    nonisolated private func conclude(_ job: PlannedJob, on member: PoolMember, exit: JobExit) async -> Outcome {
+        let runner = member.runner
+        do {
             if await hasTimedOut(job) {
                 return .failed(exit, "max_duration (\(formatDuration(job.maxDuration ?? 0))) exceeded; the job was stopped")
             }
@@ -511,12 +623,17 @@ public actor Coordinator {
             return
         }
         let snapshot = self.snapshot
-        let task = Task { try await member.runner.sync(snapshot) }
-        syncs[member.info.name] = task
-        let sent = try await task.value
-        if sent > 0 {
-            sink.emit(.notice("\(member.info.name): sent \(sent) new file\(sent == 1 ? "" : "s") of code"))
+        let sink = self.sink
+        let task = Task {
+            let sent = try await member.runner.sync(snapshot)
+            if sent > 0 {
+                sink.emit(.notice("\(member.info.name): sent \(sent) new file\(sent == 1 ? "" : "s") of code"))
+            }
+            try await member.runner.prepareTree(snapshot)
+            return sent
         }
+        syncs[member.info.name] = task
+        _ = try await task.value
     }
 
     private func started(_ job: PlannedJob, runner: String) {
@@ -532,25 +649,44 @@ public actor Coordinator {
 
     /// Downloads the artifacts of every dependency into a staging folder and has the runner place them.
     nonisolated private func placeDependencies(_ job: PlannedJob, runner: any Runner) async throws {
+        guard let staging = try await stageDependencies(job) else { return }
+        defer { try? FileManager.default.removeItem(at: staging) }
+        try await runner.place(jobId: job.id, from: staging)
+    }
+
+    /// Downloads the artifacts of every dependency into a new staging folder, which the caller removes; nil when
+    /// there are none (no dependencies, or none with artifacts).
+    nonisolated private func stageDependencies(_ job: PlannedJob) async throws -> URL? {
         var keys: [(String, String)] = []
         for dep in job.dependsOn {
             if let key = cacheKeys[dep] { keys.append((dep, key)) }
         }
         for tag in job.tagDependencies { keys.append(("\(tag.workflow):\(tag.tag)", tag.cacheKey)) }
-        guard !keys.isEmpty else { return }
-        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-stage-\(job.id)-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: staging) }
+        guard !keys.isEmpty else { return nil }
+        var manifests: [ArtifactManifest] = []
         for (name, key) in keys {
             guard let manifest = try await store.manifest(key) else {
                 throw CoreError.notFound("the artifacts of '\(name)' (cache key \(key.prefix(12))) are missing from storage; rerun with --no-cache")
             }
-            try await store.downloadArtifacts(manifest, into: staging)
+            if !manifest.files.isEmpty { manifests.append(manifest) }
         }
-        try await runner.place(jobId: job.id, from: staging)
+        guard !manifests.isEmpty else { return nil }
+        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-stage-\(job.id)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+        do {
+            for manifest in manifests { try await store.downloadArtifacts(manifest, into: staging) }
+        } catch {
+            try? FileManager.default.removeItem(at: staging)
+            throw error
+        }
+        return staging
     }
 
-    private func finish(_ job: PlannedJob, on member: PoolMember, grant: SlotGrant?, _ outcome: Outcome) async {
+    /// Records how the job's attempt ended, retrying or requeueing it where that is due, and releases its slot and
+    /// directory on the runner. A job whose runner released the slot itself (`released`) and whose directory is
+    /// not kept leaves the directory's removal to the next start on that runner, or to the end of the run: one
+    /// remote command less per job.
+    private func finish(_ job: PlannedJob, on member: PoolMember, grant: SlotGrant?, _ outcome: Outcome, released: Bool = false) async {
         let runner = member.runner
         running.removeValue(forKey: job.id)
         active[member.info.name, default: 1] -= 1
@@ -605,10 +741,35 @@ public actor Coordinator {
                 record.attempts[record.attempts.count - 1].reason = record.reason
             }
         }
-        try? await runner.finish(jobId: job.id, release: grant != nil, cleanup: !keepDirectory)
+        if released, !keepDirectory {
+            pendingCleanup[member.info.name, default: []].append(job.id)
+        } else {
+            try? await runner.finish(jobId: job.id, release: grant != nil && !released, cleanup: !keepDirectory)
+        }
         await persist()
         if let finished = record(job.workflow) {
             sink.emit(.finished(finished))
         }
+    }
+}
+
+/// What `Runner.start` has reported so far for one attempt; written by its event callback, read after it returns.
+final class StartProgress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var _sent = false
+    private var _grant: SlotGrant?
+    private var _watchdog: Task<Void, Never>?
+
+    var sent: Bool {
+        get { lock.withLock { _sent } }
+        set { lock.withLock { _sent = newValue } }
+    }
+    var grant: SlotGrant? {
+        get { lock.withLock { _grant } }
+        set { lock.withLock { _grant = newValue } }
+    }
+    var watchdog: Task<Void, Never>? {
+        get { lock.withLock { _watchdog } }
+        set { lock.withLock { _watchdog = newValue } }
     }
 }

@@ -193,6 +193,75 @@ public protocol Runner: Sendable {
 
     /// Releases the job's locks and/or removes its directory, in one round trip where the runner can.
     func finish(jobId: String, release: Bool, cleanup: Bool) async throws
+
+    /// Gets the runner ready to start jobs of `snapshot` quickly (after `sync`); SSH runners build a tree of its
+    /// files once, which each job then copies.
+    func prepareTree(_ snapshot: Snapshot) async throws
+
+    /// Starts a fresh attempt of a job: takes its slot, prepares its directory, launches it and follows its log
+    /// until it exits, in one round trip where the runner can. `events` hears `.sending` before anything reaches
+    /// the runner, `.granted` once the slot is held and `.launched` once the job runs; after an error, what it
+    /// heard says how far the runner got.
+    func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
+               output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome
+
+    /// Removes the directories of jobs that finished (one round trip where the runner can).
+    func cleanup(jobIds: [String]) async throws
+}
+
+/// What `Runner.start` needs beyond the job itself.
+public struct JobStart: Sendable {
+    /// The job (its `gpus` are filled from the slot granted).
+    public var launch: JobLaunch
+    /// The code it runs.
+    public var snapshot: Snapshot
+    /// The runner's GPU indices, and how many of them the job needs.
+    public var gpus: [Int]
+    public var gpuCount: Int
+    /// The runner's slots, and who asks (for the lock's owner file).
+    public var slots: Int
+    public var owner: String
+    /// Whether the held GPUs are exported as `CUDA_VISIBLE_DEVICES` (the runner has GPUs).
+    public var exportGPUs: Bool
+    /// The runner's container engine, as probed.
+    public var engine: String?
+    /// A local folder of dependency artifacts to place in the job's `repo/`, if any.
+    public var dependencies: URL?
+    /// Directories of earlier jobs to remove on the way (their results are stored).
+    public var cleanup: [String]
+
+    /// Creates a start request.
+    public init(launch: JobLaunch, snapshot: Snapshot, gpus: [Int], gpuCount: Int, slots: Int, owner: String,
+                exportGPUs: Bool, engine: String?, dependencies: URL? = nil, cleanup: [String] = []) {
+        self.launch = launch
+        self.snapshot = snapshot
+        self.gpus = gpus
+        self.gpuCount = gpuCount
+        self.slots = slots
+        self.owner = owner
+        self.exportGPUs = exportGPUs
+        self.engine = engine
+        self.dependencies = dependencies
+        self.cleanup = cleanup
+    }
+}
+
+/// How far `Runner.start` got.
+public enum StartEvent: Sendable {
+    /// The request is about to reach the runner: from here on, an error leaves it unknown whether it took a slot.
+    case sending
+    /// The slot (and GPUs) are held.
+    case granted(SlotGrant)
+    /// The job runs.
+    case launched
+}
+
+/// How `Runner.start` ended.
+public enum StartOutcome: Sendable {
+    /// No slot (or not enough GPUs) free now; nothing was kept.
+    case busy
+    /// The job ran and exited; `released` when the runner released its slot itself.
+    case exited(JobExit, released: Bool)
 }
 
 extension Runner {
@@ -204,6 +273,42 @@ extension Runner {
 
     /// Nothing to close by default.
     public func disconnect() async {}
+
+    /// Nothing to prepare by default.
+    public func prepareTree(_ snapshot: Snapshot) async throws {}
+
+    /// One `cleanup` per job.
+    public func cleanup(jobIds: [String]) async throws {
+        for id in jobIds { try await cleanup(jobId: id) }
+    }
+
+    /// Step by step: acquire, prepare, place, launch, follow.
+    public func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
+                      output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
+        try await startStepwise(self, request, events: events, output: output)
+    }
+}
+
+/// `Runner.start` one call at a time, for runners that cannot do better (and jobs that need it).
+func startStepwise(_ runner: some Runner, _ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
+                   output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
+    let jobId = request.launch.jobId
+    await events(.sending)
+    if !request.cleanup.isEmpty { try await runner.cleanup(jobIds: request.cleanup) }
+    guard let grant = try await runner.acquire(jobId: jobId, gpus: request.gpus, count: request.gpuCount,
+                                               slots: request.slots, owner: request.owner) else { return .busy }
+    await events(.granted(grant))
+    try await runner.prepare(jobId: jobId, snapshot: request.snapshot)
+    if let dependencies = request.dependencies { try await runner.place(jobId: jobId, from: dependencies) }
+    var launch = request.launch
+    launch.gpus = grant.gpus
+    // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
+    if request.exportGPUs {
+        launch.environment["CUDA_VISIBLE_DEVICES"] = grant.gpus.map(String.init).joined(separator: ",")
+    }
+    try await runner.launch(launch)
+    await events(.launched)
+    return .exited(try await runner.follow(jobId: jobId, from: 0, output: output), released: false)
 }
 
 /// A slot (and GPUs) held on a runner for one job.

@@ -1,72 +1,103 @@
+import DstackModel
+
 /// Shell scripts the runners run, the same on this machine and over SSH: they need only `sh`, `mkdir`, `cat`,
 /// `tail` and `kill`. Every variable part travels as a positional argument, never inside the script text.
 enum RunnerScripts {
-    /// Takes a job slot and GPUs with atomic `mkdir` locks under `$1/locks`; prints the slot, then the GPUs.
+    /// `dstack_acquire BASE JOB SLOTS GPUS NEED OWNER`: takes a job slot and GPUs with atomic `mkdir` locks under
+    /// `BASE/locks`, setting `slot` and `got` (the GPUs, space-separated). Returns 3 when no slot is free, 4 when
+    /// not enough GPUs are (nothing is kept then), 2 when the locks folder cannot be made. Only shell builtins,
+    /// `mkdir` and `rm` run in the usual case: every process started here costs the runner CPU for every job.
+    static let acquireFunction = #"""
+    dstack_acquire() {
+      a_base=$1 a_job=$2 a_max=$3 a_gpus=$4 a_need=$5 a_owner=$6
+      slot="" got=""
+      [ -d "$a_base/locks" ] || mkdir -p "$a_base/locks" || return 2
+      # Held already by this job (a coordinator resuming it): report what it holds.
+      if [ -f "$a_base/locks/held-$a_job" ]; then
+        a_held=""
+        { read -r a_held < "$a_base/locks/held-$a_job"; } 2>/dev/null
+        for a_l in $a_held; do
+          case $a_l in slot-*) slot=${a_l#slot-} ;; gpu-*) got="$got ${a_l#gpu-}" ;; esac
+        done
+        return 0
+      fi
+      # Reclaim locks whose job is over: it wrote its exit code, or its process is gone; or, when it never got a
+      # job directory, the lock is older than 10 minutes (its coordinator died before preparing it).
+      for a_l in "$a_base"/locks/slot-* "$a_base"/locks/gpu-*; do
+        [ -d "$a_l" ] || continue
+        a_holder="" a_pid=""
+        { read -r a_holder a_rest < "$a_l/owner"; } 2>/dev/null
+        [ -n "$a_holder" ] || continue
+        a_jd="$a_base/jobs/$a_holder"
+        if [ -f "$a_jd/exit" ]; then
+          rm -rf "$a_l"
+        elif [ -f "$a_jd/pid" ]; then
+          { read -r a_pid < "$a_jd/pid"; } 2>/dev/null
+          [ -n "$a_pid" ] && ! kill -0 "$a_pid" 2>/dev/null && rm -rf "$a_l"
+        elif [ ! -d "$a_jd" ] && [ ! -d "$a_jd.deps" ] && [ -n "$(find "$a_l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
+          rm -rf "$a_l"
+        fi
+      done
+      a_held="" a_i=0
+      while [ "$a_i" -lt "$a_max" ]; do
+        if mkdir "$a_base/locks/slot-$a_i" 2>/dev/null; then
+          printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/slot-$a_i/owner"
+          slot=$a_i a_held="slot-$a_i"
+          break
+        fi
+        a_i=$((a_i + 1))
+      done
+      [ -n "$slot" ] || return 3
+      a_n=0
+      for a_g in $a_gpus; do
+        [ "$a_n" -ge "$a_need" ] && break
+        if mkdir "$a_base/locks/gpu-$a_g" 2>/dev/null; then
+          printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/gpu-$a_g/owner"
+          got="$got $a_g" a_held="$a_held gpu-$a_g" a_n=$((a_n + 1))
+        fi
+      done
+      if [ "$a_n" -lt "$a_need" ]; then
+        set --
+        for a_l in $a_held; do set -- "$@" "$a_base/locks/$a_l"; done
+        rm -rf "$@"
+        slot="" got=""
+        return 4
+      fi
+      echo "$a_held" > "$a_base/locks/held-$a_job"
+      return 0
+    }
+    """#
+
+    /// Takes a job slot and GPUs (see `acquireFunction`); prints the slot, then the GPUs.
     /// Arguments: base, job id, slots, GPU indices (space-separated), GPUs needed, owner. Exit 3: no free slot;
     /// exit 4: not enough free GPUs (nothing is kept then).
-    static let acquire = #"""
-    base=$1 job=$2 max=$3 gpus=$4 need=$5 owner=$6
-    mkdir -p "$base/locks" || exit 2
-    # Held already by this job (a coordinator resuming it): report what it holds.
-    if [ -f "$base/locks/held-$job" ]; then
-      slot="" got=""
-      for l in $(cat "$base/locks/held-$job"); do
-        case $l in slot-*) slot=${l#slot-} ;; gpu-*) got="$got ${l#gpu-}" ;; esac
-      done
-      echo "$slot"
-      echo $got
-      exit 0
-    fi
-    # Reclaim locks whose job is over: it wrote its exit code, or its process is gone; or, when it never got a
-    # job directory, the lock is older than 10 minutes (its coordinator died before preparing it).
-    for l in "$base"/locks/slot-* "$base"/locks/gpu-*; do
-      [ -d "$l" ] || continue
-      holder=$(cut -d' ' -f1 "$l/owner" 2>/dev/null)
-      jd="$base/jobs/$holder"
-      if [ -n "$holder" ] && { [ -f "$jd/exit" ] || { [ -f "$jd/pid" ] && ! kill -0 "$(cat "$jd/pid")" 2>/dev/null; }; }; then
-        rm -rf "$l"
-      elif [ ! -d "$jd" ] && [ -n "$(find "$l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
-        rm -rf "$l"
-      fi
-    done
-    held="" slot=""
-    i=0
-    while [ "$i" -lt "$max" ]; do
-      if mkdir "$base/locks/slot-$i" 2>/dev/null; then
-        printf '%s %s\n' "$job" "$owner" > "$base/locks/slot-$i/owner"
-        slot=$i held="slot-$i"
-        break
-      fi
-      i=$((i + 1))
-    done
-    [ -n "$slot" ] || exit 3
-    got="" n=0
-    for g in $gpus; do
-      [ "$n" -ge "$need" ] && break
-      if mkdir "$base/locks/gpu-$g" 2>/dev/null; then
-        printf '%s %s\n' "$job" "$owner" > "$base/locks/gpu-$g/owner"
-        got="$got $g" held="$held gpu-$g" n=$((n + 1))
-      fi
-    done
-    if [ "$n" -lt "$need" ]; then
-      for l in $held; do rm -rf "$base/locks/$l"; done
-      exit 4
-    fi
-    echo "$held" > "$base/locks/held-$job"
+    static let acquire = acquireFunction + "\n" + #"""
+    dstack_acquire "$@" || exit $?
     echo "$slot"
     echo $got
     """#
 
-    /// Releases what `acquire` took for a job. Arguments: base, job id.
-    static let release = #"""
-    base=$1 job=$2
-    if [ -f "$base/locks/held-$job" ]; then
-      for l in $(cat "$base/locks/held-$job"); do
+    /// `dstack_release BASE JOB`: releases what `dstack_acquire` took for the job, in one `rm`.
+    static let releaseFunction = #"""
+    dstack_release() {
+      r_base=$1 r_job=$2
+      [ -f "$r_base/locks/held-$r_job" ] || return 0
+      r_held=""
+      { read -r r_held < "$r_base/locks/held-$r_job"; } 2>/dev/null
+      set --
+      for r_l in $r_held; do
         # Only while it is still this job's: a lock reclaimed and taken by another job is not ours to remove.
-        [ "$(cut -d' ' -f1 "$base/locks/$l/owner" 2>/dev/null)" = "$job" ] && rm -rf "$base/locks/$l"
+        r_holder=""
+        { read -r r_holder r_rest < "$r_base/locks/$r_l/owner"; } 2>/dev/null
+        [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_base/locks/$r_l"
       done
-      rm -f "$base/locks/held-$job"
-    fi
+      rm -rf "$@" "$r_base/locks/held-$r_job"
+    }
+    """#
+
+    /// Releases what `acquire` took for a job. Arguments: base, job id.
+    static let release = releaseFunction + "\n" + #"""
+    dstack_release "$1" "$2"
     """#
 
     /// The wrapper every job runs under: `$1` is the job directory, `$2` the working directory inside `repo/`.
@@ -114,15 +145,141 @@ enum RunnerScripts {
     done
     """#
 
-    /// Fills `$1/repo` from the content-addressed objects in `$2`, reading `hash mode path` lines on stdin.
+    /// Fills `$1/repo` with the snapshot's files: one `cp -R` of the runner's tree of the snapshot (`$3`) when it
+    /// has one, else file by file from the content-addressed objects in `$2`, reading `hash mode path` lines on
+    /// stdin.
     static let materialize = #"""
-    job=$1 objects=$2
-    rm -rf "$job" && mkdir -p "$job/repo" || exit 2
+    job=$1 objects=$2 tree=$3
+    rm -rf "$job" && mkdir -p "$job" || exit 2
+    if [ -d "$tree/" ]; then cp -Rp "$tree/." "$job/repo" && exit 0; rm -rf "$job/repo"; fi
+    mkdir -p "$job/repo" || exit 2
     while IFS=' ' read -r hash mode path; do
       case "$path" in */*) mkdir -p "$job/repo/${path%/*}" ;; esac
       cp "$objects/$hash" "$job/repo/$path" && chmod "$mode" "$job/repo/$path" || exit 3
     done
     """#
+
+    /// Says whether the runner has the tree of snapshot `$2` under `$1/trees` (`present`), and otherwise prints
+    /// the latest tree built there (`base ID`) and its manifest, from which the new tree is built by difference.
+    static let treeStatus = #"""
+    cd "$1" 2>/dev/null || exit 0
+    [ -d "trees/$2/" ] && { echo present; exit 0; }
+    base=""
+    { read -r base < trees/latest; } 2>/dev/null
+    [ -n "$base" ] && [ -d "trees/$base/" ] && [ -f "trees/$base.manifest" ] || exit 0
+    echo "base $base"
+    cat "trees/$base.manifest"
+    """#
+
+    /// Builds the tree of snapshot `$2` under `$1/trees`: a copy of tree `$4` (when not empty) changed by the
+    /// lines on stdin (`- path` removes, `+ hash mode path` adds from the objects), or from nothing; then, after
+    /// a line `MANIFEST`, the snapshot's manifest, kept for the next build. `$3` is a token unique to this build.
+    /// The tree is built aside and published with an atomic `ln -s`, so no job ever copies a half-built tree and
+    /// two coordinators building the same one at once both succeed. Trees unused for 7 days are removed.
+    static let buildTree = #"""
+    cd "$1" || exit 2
+    id=$2 b=".b-$2-$3" base=$4
+    mkdir -p trees || exit 2
+    cd trees || exit 2
+    rm -rf "$b"
+    if [ -n "$base" ] && [ -d "$base/" ]; then cp -Rp "$base/." "$b" || { rm -rf "$b"; exit 3; }; else mkdir "$b" || exit 2; fi
+    while IFS=' ' read -r op hash mode path; do
+      case $op in
+        MANIFEST) break ;;
+        -) rm -rf "$b/$hash" ;;
+        +)
+          case "$path" in */*) [ -d "$b/${path%/*}" ] || mkdir -p "$b/${path%/*}" ;; esac
+          cp "../objects/$hash" "$b/$path" && chmod "$mode" "$b/$path" || { rm -rf "$b"; exit 3; } ;;
+      esac
+    done
+    cat > "$b.manifest" || exit 2
+    if ln -s "$b" "$id" 2>/dev/null; then
+      mv -f "$b.manifest" "$id.manifest"
+      echo "$id" > latest.tmp.$3 && mv -f latest.tmp.$3 latest
+    else
+      rm -rf "$b" "$b.manifest"
+    fi
+    # Trees unused for 7 days go (a job copies its tree when it starts, so only new jobs would need them).
+    for t in *; do
+      [ -L "$t" ] && [ "$t" != "$id" ] || continue
+      [ -n "$(find "$t/" -maxdepth 0 -mtime +7 2>/dev/null)" ] || continue
+      target=$(readlink "$t")
+      rm -f "$t" "$t.manifest"
+      case $target in .b-*) rm -rf "$target" ;; esac
+    done
+    [ -d "$id/" ] && touch "$id/"
+    exit 0
+    """#
+
+    /// Starts a job in one remote command: takes its slot and GPUs (exit 3 or 4 when none are free, as
+    /// `acquire`), copies the snapshot's tree and any staged dependency artifacts into its directory, writes its
+    /// files, launches the wrapper detached, then streams the log on stdout until the job exits and releases the
+    /// slot itself. Progress goes to stderr as `dstack:granted SLOT GPUS`, `dstack:launched`, `dstack:exit CODE`,
+    /// `dstack:released`; `dstack:error WHY` before exit 2. Exit 5: the runner has no tree of the snapshot (built
+    /// before anything is taken). Exit 99: the job's process vanished without an exit code.
+    ///
+    /// Arguments: work directory, job id, slots, the runner's GPU indices, GPUs needed, owner, snapshot id,
+    /// working directory inside `repo/`, `1` to export the held GPUs as `CUDA_VISIBLE_DEVICES`, job directories to
+    /// remove first (space-separated ids of finished jobs). `files` are written into the job directory as data.
+    static func start(files: [(name: String, text: String)]) -> String {
+        var writes = ""
+        for (name, text) in files {
+            // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
+            writes += "printf '%s' \(shellQuote(text)) > \(shellQuote(name)) || fail 'cannot write \(name)'\n"
+        }
+        return acquireFunction + "\n" + releaseFunction + "\n" + #"""
+        cd "$1" || { echo "dstack:error cannot enter the work directory $1" >&2; exit 2; }
+        base=$PWD job=$2 tree="$PWD/trees/$7" wd=$8
+        [ -d "$tree/" ] || exit 5
+        for old in ${10}; do rm -rf "jobs/$old"; done
+        dstack_acquire "$base" "$job" "$3" "$4" "$5" "$6" || { rc=$?; rm -rf "jobs/$job.deps"; exit $rc; }
+        cuda=""
+        for g in $got; do cuda="${cuda:+$cuda,}$g"; done
+        printf 'dstack:granted %s %s\n' "$slot" "$cuda" >&2
+        fail() { echo "dstack:error $1" >&2; cd "$base" && dstack_release "$base" "$job"; exit 2; }
+        d="jobs/$job"
+        [ -e "$d" ] && rm -rf "$d"
+        mkdir -p "$d" && cp -Rp "$tree/." "$d/repo" || fail "cannot copy the code into $base/$d"
+        if [ -d "$d.deps" ]; then
+          cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" || fail "cannot place the dependency artifacts in $base/$d"
+        fi
+        cd "$d" || fail "cannot enter $base/$d"
+
+        """# + writes + #"""
+        [ "$9" = 1 ] && printf 'export CUDA_VISIBLE_DEVICES=%s\n' "$cuda" >> env.sh
+        : > log || fail "cannot create the log"
+        # setsid: its own session and process group, so a dropped connection does not kill it; the subshell makes
+        # it nobody's child here, so a wrapper killed outright is seen gone (not a zombie of this shell).
+        (setsid /bin/sh launch.sh "$PWD" "$wd" </dev/null >/dev/null 2>&1 &)
+        echo "dstack:launched" >&2
+        off=0 nap=0.01
+        while :; do
+          finished=""
+          [ -f exit ] && finished=1
+          size=$(wc -c < log)
+          if [ "$size" -gt "$off" ]; then
+            tail -c +$((off + 1)) log | head -c $((size - off))
+            off=$size nap=0.05
+            continue
+          fi
+          [ -n "$finished" ] && break
+          pid=""
+          { read -r pid < pid; } 2>/dev/null
+          if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            sleep 0.3
+            [ -f exit ] && continue
+            exit 99
+          fi
+          sleep $nap
+          case $nap in 0.01) nap=0.02 ;; 0.02) nap=0.05 ;; 0.05) nap=0.1 ;; *) nap=0.2 ;; esac
+        done
+        code=""
+        read -r code < exit
+        echo "dstack:exit $code" >&2
+        cd "$base" && dstack_release "$base" "$job" && echo "dstack:released" >&2
+        exit 0
+        """#
+    }
 
     /// Prints the names of the objects in `$1` (one per line), creating the folder if needed.
     static let listObjects = #"""

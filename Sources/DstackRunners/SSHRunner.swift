@@ -150,9 +150,149 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     public func prepare(jobId: String, snapshot: Snapshot) async throws {
-        let manifest = snapshot.files.map { "\($0.hash) \(String($0.mode, radix: 8)) \($0.path)\n" }.joined()
-        let result = try await script(RunnerScripts.materialize, [jobDir(jobId), objects], stdin: Data(manifest.utf8))
+        let manifest = Self.manifest(snapshot.files)
+        let result = try await script(RunnerScripts.materialize, [jobDir(jobId), objects, workdir + "/trees/" + snapshot.id],
+                                      stdin: Data(manifest.utf8))
         guard result.succeeded else { throw RunnerError.job(jobId: jobId, reason: "preparing its directory on \(name) failed: \(result.stderrText)") }
+    }
+
+    /// `hash mode path` lines, as the tree scripts read them.
+    static func manifest(_ files: [SnapshotFile]) -> String {
+        files.map { "\($0.hash) \(String($0.mode, radix: 8)) \($0.path)\n" }.joined()
+    }
+
+    /// Builds the runner's tree of the snapshot, unless it has it: from the latest tree it has, changing only the
+    /// files that differ (so a one-file edit costs a `cp -R` and one copy), or file by file the first time.
+    public func prepareTree(_ snapshot: Snapshot) async throws {
+        let status = try await script(RunnerScripts.treeStatus, [workdir, snapshot.id])
+        guard status.succeeded else { throw failure("looking for the code tree", status) }
+        let text = status.stdoutText
+        if text.hasPrefix("present") { return }
+        var base = ""
+        var ops = ""
+        if text.hasPrefix("base ") {
+            let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
+            base = String(lines[0].dropFirst(5))
+            var old: [Substring: (hash: Substring, mode: Substring)] = [:]
+            for line in lines.dropFirst() {
+                let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+                if parts.count == 3 { old[parts[2]] = (parts[0], parts[1]) }
+            }
+            var current = Set<Substring>()
+            for file in snapshot.files {
+                let path = Substring(file.path)
+                current.insert(path)
+                let mode = String(file.mode, radix: 8)
+                if let was = old[path], was.hash == file.hash, was.mode == mode { continue }
+                ops += "+ \(file.hash) \(mode) \(file.path)\n"
+            }
+            // Removals first: a file may have become a directory.
+            ops = old.keys.filter { !current.contains($0) }.map { "- \($0)\n" }.joined() + ops
+        } else {
+            ops = Self.manifest(snapshot.files).split(separator: "\n").map { "+ \($0)\n" }.joined()
+        }
+        let input = ops + "MANIFEST\n" + Self.manifest(snapshot.files)
+        let token = String(UUID().uuidString.prefix(8))
+        let built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, token, base], stdin: Data(input.utf8))
+        guard built.succeeded else { throw failure("building the code tree", built) }
+    }
+
+    public func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
+                      output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
+        let job = request.launch
+        // A container's `--gpus` needs the GPUs before the script runs: such jobs go step by step.
+        if job.image != nil, request.gpuCount > 0 { return try await startStepwise(self, request, events: events, output: output) }
+        let session = try await connection.session()
+        var env = ""
+        for (key, value) in job.environment.sorted(by: { $0.key < $1.key }) where isEnvironmentName(key) {
+            env += "export \(key)=\(shellQuote(value))\n"
+        }
+        let run = try JobCommand.script(for: job, engine: request.engine)
+        let text = RunnerScripts.start(files: [("commands.sh", job.script), ("env.sh", env), ("run.sh", run),
+                                               ("launch.sh", RunnerScripts.launch)])
+        let cleanup = request.cleanup.filter(Self.isPlainName).joined(separator: " ")
+        let arguments = [workdir, job.jobId, String(request.slots), request.gpus.map(String.init).joined(separator: " "),
+                         String(request.gpuCount), request.owner, request.snapshot.id, job.workingDir,
+                         request.exportGPUs ? "1" : "0", cleanup]
+        let command = "sh -c " + shellQuote(text) + " dstack " + arguments.map(shellQuote).joined(separator: " ")
+        await events(.sending)
+        if let dependencies = request.dependencies {
+            try await session.uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
+        }
+        var status: Int32 = 0
+        var control = Data()
+        var granted = false
+        var exitCode: String?
+        var released = false
+        var errors: [String] = []
+        for try await event in session.execStream(command, idleTimeout: .some(nil)) {
+            switch event {
+            case .output(.stdout, let data):
+                try await output(data)
+            case .output(.stderr, let data):
+                control.append(data)
+                while let newline = control.firstIndex(of: UInt8(ascii: "\n")) {
+                    let line = String(decoding: control[control.startIndex..<newline], as: UTF8.self)
+                    control.removeSubrange(control.startIndex...newline)
+                    if line.hasPrefix("dstack:granted ") {
+                        let parts = line.dropFirst("dstack:granted ".count).split(separator: " ", omittingEmptySubsequences: false)
+                        let gpus = parts.count > 1 ? parts[1].split(separator: ",").compactMap { Int($0) } : []
+                        granted = true
+                        await events(.granted(SlotGrant(slot: parts.first.flatMap { Int($0) } ?? 0, gpus: gpus)))
+                    } else if line == "dstack:launched" {
+                        await events(.launched)
+                    } else if line.hasPrefix("dstack:exit ") {
+                        exitCode = String(line.dropFirst("dstack:exit ".count))
+                    } else if line == "dstack:released" {
+                        released = true
+                    } else if line.hasPrefix("dstack:error ") {
+                        errors.append(String(line.dropFirst("dstack:error ".count)))
+                    } else {
+                        errors.append(line)
+                    }
+                }
+            case .exit(let result):
+                status = result.exitStatus
+            }
+        }
+        if !control.isEmpty { errors.append(String(decoding: control, as: UTF8.self)) }
+        let detail = errors.joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        switch status {
+        case 3 where !granted, 4 where !granted:
+            return .busy
+        case 5 where !granted:
+            // The tree went (removed as unused, or never built by this coordinator): build it, then go on.
+            try await prepareTree(request.snapshot)
+            var again = request
+            again.cleanup = []
+            return try await start(again, events: events, output: output)
+        case 0:
+            guard let exitCode, let code = Int32(exitCode) else {
+                throw RunnerError.job(jobId: job.jobId, reason: "cannot read its exit status on \(name): \(detail)")
+            }
+            if code > 128, code < 160 { return .exited(JobExit(code: code, signal: code - 128), released: released) }
+            return .exited(JobExit(code: code), released: released)
+        case 99:
+            return .exited(JobExit(code: nil, reason: "the job's process on \(name) disappeared without an exit status (killed)"), released: false)
+        default:
+            let why = "starting it failed (exit status \(status))\(detail.isEmpty ? "" : ": \(detail)")"
+            if !granted { throw RunnerError.unavailable(runner: name, reason: why) }
+            throw RunnerError.job(jobId: job.jobId, reason: "on \(name): \(why)")
+        }
+    }
+
+    /// True for a name that is one plain path component (a job id), safe to remove under `jobs/`.
+    static func isPlainName(_ name: String) -> Bool {
+        !name.isEmpty && name != "." && name != ".."
+            && name.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
+            }
+    }
+
+    public func cleanup(jobIds: [String]) async throws {
+        let ids = jobIds.filter(Self.isPlainName)
+        guard !ids.isEmpty else { return }
+        _ = try await script("cd \"$1\" || exit 0; shift; for j; do rm -rf \"jobs/$j\"; done", [workdir] + ids)
     }
 
     public func place(jobId: String, from staging: URL) async throws {
