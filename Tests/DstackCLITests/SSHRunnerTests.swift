@@ -134,6 +134,45 @@ import Testing
         #expect(second.stdout.contains("a | edited"))
     }
 
+    /// Jobs copy the runner's tree of the snapshot, which is built from the previous tree by difference: edits,
+    /// removals, new folders and mode changes must all show, and nothing else may linger.
+    @Test func theRunnersTreeFollowsEditsRemovalsAndModes() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        let show = "cat src/a.txt; ls -R src; test -x src/tool.sh && echo tool-executable || echo tool-plain"
+        try box.workflows("workflows:\n  - name: a\n    commands: ['\(show)']\n  - name: b\n    commands: ['\(show)']\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory(tag: "tree"))
+        try box.write("src/a.txt", "first\n")
+        try box.write("src/gone.txt", "bye\n")
+        try box.write("src/tool.sh", "echo hi\n")
+        let first = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(first.status == 0, "\(first.output)")
+        #expect(first.stdout.contains("a | first"))
+        #expect(first.stdout.contains("a | gone.txt"))
+        #expect(first.stdout.contains("a | tool-plain"))
+
+        try box.write("src/a.txt", "second\n")
+        try FileManager.default.removeItem(at: box.project.appendingPathComponent("src/gone.txt"))
+        try box.write("src/deep/er/new.txt", "new\n")
+        chmod(box.project.appendingPathComponent("src/tool.sh").path, 0o755)
+        let second = try box.dstack(["run", "b"], environment: bed.environment)
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.stdout.contains("b | second"))
+        #expect(!second.stdout.contains("gone.txt"), "\(second.stdout)")
+        #expect(second.stdout.contains("b | new.txt"))
+        #expect(second.stdout.contains("b | tool-executable"))
+
+        // Finished jobs leave no directory behind (removed along with a later start, or at the end of the run),
+        // and the slot locks are free.
+        let work = bed.directory.appendingPathComponent("work-tree-r1")
+        let jobs = (try? FileManager.default.contentsOfDirectory(atPath: work.appendingPathComponent("jobs").path)) ?? []
+        #expect(jobs.isEmpty, "\(jobs)")
+        let locks = try FileManager.default.contentsOfDirectory(atPath: work.appendingPathComponent("locks").path)
+        #expect(locks.isEmpty, "\(locks)")
+    }
+
     @Test func aJobNoRunnerCanEverFitIsRefusedBeforeAnythingRuns() throws {
         let bed = try SSHBed(1)
         defer { bed.stop() }
