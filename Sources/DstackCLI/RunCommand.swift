@@ -68,7 +68,7 @@ extension DstackCommand {
                 Terminal.info("run \(Terminal.paint(name, "1")): \(workflow), \(submitted.plan.jobs.count) job\(submitted.plan.jobs.count == 1 ? "" : "s") (\(cached) cached), code \(submitted.snapshot.id.prefix(12)) (\(submitted.snapshot.files.count) files)")
                 let renderer = RunRenderer(workflows: submitted.plan.jobs.map(\.workflow))
                 let interrupts = InterruptHandler()
-                let final = try await workspace.coordinate(name, sink: renderer) { coordinator in
+                let final = try await workspace.coordinate(submitted, sink: renderer) { coordinator in
                     interrupts.onFirst = { Task { await coordinator.requestStop() } }
                 }
                 interrupts.cancel()

@@ -49,6 +49,8 @@ public actor Coordinator {
     var busyUntil: [String: Date] = [:]
     /// Directories of finished jobs to remove, by runner: passed along with the next start there.
     var pendingCleanup: [String: [String]] = [:]
+    /// Code syncs `submit` began, to runners synced before (so a re-sync after an edit is under way already).
+    var presyncs: [String: Task<Int, Error>]
     /// The code sync to each runner, done once per runner by the first job that goes there.
     var syncs: [String: Task<Int, Error>] = [:]
     var saving = false
@@ -59,7 +61,9 @@ public actor Coordinator {
 
     /// Creates a coordinator for `run`, whose jobs are described by `plan`, on the reachable runners of `pool`.
     public init(store: RunStore, pool: [PoolMember], snapshot: Snapshot, plan: Plan, run: RunRecord,
-                sink: any RunEventSink, logger: Logger = Logger(label: "dstack.coordinator")) {
+                sink: any RunEventSink, presyncs: [String: Task<Int, Error>] = [:],
+                logger: Logger = Logger(label: "dstack.coordinator")) {
+        self.presyncs = presyncs
         self.store = store
         self.pool = pool
         self.snapshot = snapshot
@@ -101,6 +105,9 @@ public actor Coordinator {
                 do { try await Task.sleep(nanoseconds: 1_000_000_000) } catch { break }
                 await self?.beat()
             }
+        }
+        for member in pool where presyncs[member.info.name] != nil {
+            startSync(member)
         }
         await withTaskGroup(of: Void.self) { group in
             resumeInFlight(&group)
@@ -618,14 +625,25 @@ public actor Coordinator {
 
     /// Sends the runner the code objects it lacks, once per runner; the first job there waits for it.
     private func ensureSynced(_ member: PoolMember) async throws {
-        if let task = syncs[member.info.name] {
+        let task = startSync(member)
+        do {
             _ = try await task.value
-            return
+        } catch {
+            // Not for ever: the next job there tries again (after a dropped connection, say).
+            if syncs[member.info.name] == task { syncs.removeValue(forKey: member.info.name) }
+            throw error
         }
+    }
+
+    /// The code sync to `member` (begun by `submit` where that runner was synced before), then its tree.
+    @discardableResult
+    private func startSync(_ member: PoolMember) -> Task<Int, Error> {
+        if let task = syncs[member.info.name] { return task }
         let snapshot = self.snapshot
         let sink = self.sink
+        let begun = presyncs.removeValue(forKey: member.info.name)
         let task = Task {
-            let sent = try await member.runner.sync(snapshot)
+            let sent = try await (begun ?? Task { try await member.runner.sync(snapshot) }).value
             if sent > 0 {
                 sink.emit(.notice("\(member.info.name): sent \(sent) new file\(sent == 1 ? "" : "s") of code"))
             }
@@ -633,7 +651,7 @@ public actor Coordinator {
             return sent
         }
         syncs[member.info.name] = task
-        _ = try await task.value
+        return task
     }
 
     private func started(_ job: PlannedJob, runner: String) {

@@ -18,19 +18,27 @@ public enum Snapshotter {
     public static func snapshot(root: URL, cache: URL? = nil) async throws -> Snapshot {
         let known = cache.flatMap(HashCache.load) ?? [:]
         var fresh: [String: HashCache.Entry] = [:]
-        let paths: [String]
+        // One stat per file: the walk's lstat is kept (symlinks are stat'ed again, to their target).
+        var entries: [(path: String, info: stat?)]
         if let listed = try await gitFiles(root) {
-            paths = listed
+            entries = listed.map { ($0, nil) }
         } else {
-            paths = walk(root, ignore: IgnoreRules.load(root))
+            entries = walk(root, ignore: IgnoreRules.load(root))
         }
+        entries.sort { $0.path < $1.path }
         var files: [SnapshotFile] = []
-        files.reserveCapacity(paths.count)
-        for path in paths.sorted() {
-            let full = root.appendingPathComponent(path).path
+        files.reserveCapacity(entries.count)
+        let base = root.path.hasSuffix("/") ? root.path : root.path + "/"
+        for (path, walked) in entries {
+            let full = base + path
             var info = stat()
+            if let walked, (walked.st_mode & S_IFMT) != S_IFLNK {
+                info = walked
+            } else {
+                guard stat(full, &info) == 0 else { continue }
+            }
             // Deleted-but-tracked files and directories (submodules) are not part of the snapshot.
-            guard stat(full, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+            guard (info.st_mode & S_IFMT) == S_IFREG else { continue }
             let stamp = HashCache.Entry(info, hash: "")
             let hash: String
             if let entry = known[path], entry.sameFile(as: stamp) { hash = entry.hash } else { hash = try hashFile(full) }
@@ -38,7 +46,7 @@ public enum Snapshotter {
             files.append(SnapshotFile(path: path, hash: hash, mode: UInt32(info.st_mode) & 0o7777,
                                       size: Int64(info.st_size)))
         }
-        if let cache { HashCache.save(fresh, to: cache) }
+        if let cache, fresh != known { HashCache.save(fresh, to: cache) }
         var manifest = SHA256()
         for file in files {
             manifest.update(data: Data("\(String(file.mode, radix: 8)) \(file.hash) \(file.path)\n".utf8))
@@ -46,7 +54,15 @@ public enum Snapshotter {
         return Snapshot(root: root.path, files: files, id: hex(manifest.finalize()))
     }
 
+    /// The files git would commit, or nil when `root` is not in a git work tree (git is not even started then:
+    /// a process start is a good part of a re-sync's time).
     static func gitFiles(_ root: URL) async throws -> [String]? {
+        var directory = root.standardizedFileURL
+        while !FileManager.default.fileExists(atPath: directory.appendingPathComponent(".git").path) {
+            let parent = directory.deletingLastPathComponent()
+            if parent.path == directory.path { return nil }
+            directory = parent
+        }
         guard let result = try? await Subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"], in: root),
               result.status == 0 else { return nil }
         var seen = Set<String>()
@@ -56,18 +72,27 @@ public enum Snapshotter {
         }
     }
 
-    static func walk(_ root: URL, ignore: IgnoreRules) -> [String] {
-        var out: [String] = []
+    /// Every file under `root` not ignored, with its `lstat`, reading directories with `readdir`.
+    static func walk(_ root: URL, ignore: IgnoreRules) -> [(path: String, info: stat?)] {
+        var out: [(path: String, info: stat?)] = []
+        let base = root.path.hasSuffix("/") ? root.path : root.path + "/"
         func visit(_ relative: String) {
-            let full = relative.isEmpty ? root.path : root.appendingPathComponent(relative).path
-            guard let names = try? FileManager.default.contentsOfDirectory(atPath: full) else { return }
+            guard let dir = opendir(relative.isEmpty ? base : base + relative) else { return }
+            var names: [String] = []
+            while let entry = readdir(dir) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                    String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                }
+                if name != "." && name != ".." { names.append(name) }
+            }
+            closedir(dir)
             for name in names.sorted() {
                 let path = relative.isEmpty ? name : relative + "/" + name
                 var info = stat()
-                guard lstat(root.appendingPathComponent(path).path, &info) == 0 else { continue }
+                guard lstat(base + path, &info) == 0 else { continue }
                 let isDirectory = (info.st_mode & S_IFMT) == S_IFDIR
                 if name == ".git" || ignore.ignores(path, isDirectory: isDirectory) { continue }
-                if isDirectory { visit(path) } else { out.append(path) }
+                if isDirectory { visit(path) } else { out.append((path, info)) }
             }
         }
         visit("")
@@ -95,12 +120,20 @@ public enum Snapshotter {
 
 /// Remembered file hashes, keyed by path, trusted only while a file's stat stamp is unchanged.
 enum HashCache {
-    struct Entry: Codable, Equatable {
+    struct Entry: Equatable {
         var size: Int64
         var mtime: Int64
         var ctime: Int64
         var inode: UInt64
         var hash: String
+
+        init(size: Int64, mtime: Int64, ctime: Int64, inode: UInt64, hash: String) {
+            self.size = size
+            self.mtime = mtime
+            self.ctime = ctime
+            self.inode = inode
+            self.hash = hash
+        }
 
         init(_ info: stat, hash: String) {
             size = Int64(info.st_size)
@@ -120,16 +153,42 @@ enum HashCache {
         }
     }
 
+    /// The first line of the cache file; a file without it (or of another version) is ignored.
+    static let header = "dstack-hash-cache 1"
+
+    /// Reads the cache: after the header, one `size mtime ctime inode hash path` line per file (a plain format:
+    /// JSON decoding of 5,000 entries took longer than stat'ing the files).
     static func load(_ url: URL) -> [String: Entry]? {
         guard let data = try? Data(contentsOf: url) else { return nil }
-        return try? JSONDecoder().decode([String: Entry].self, from: data)
+        var entries: [String: Entry] = [:]
+        var first = true
+        for line in data.split(separator: UInt8(ascii: "\n")) {
+            if first {
+                guard String(decoding: line, as: UTF8.self) == header else { return nil }
+                first = false
+                continue
+            }
+            let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 5, omittingEmptySubsequences: false)
+            guard fields.count == 6,
+                  let size = Int64(String(decoding: fields[0], as: UTF8.self)),
+                  let mtime = Int64(String(decoding: fields[1], as: UTF8.self)),
+                  let ctime = Int64(String(decoding: fields[2], as: UTF8.self)),
+                  let inode = UInt64(String(decoding: fields[3], as: UTF8.self)) else { continue }
+            entries[String(decoding: fields[5], as: UTF8.self)] =
+                Entry(size: size, mtime: mtime, ctime: ctime, inode: inode, hash: String(decoding: fields[4], as: UTF8.self))
+        }
+        return entries
     }
 
-    /// Written atomically; a cache that cannot be written only costs rehashing next time.
+    /// Written atomically; a cache that cannot be written only costs rehashing next time. Paths with a newline
+    /// are left out (they are hashed every time).
     static func save(_ entries: [String: Entry], to url: URL) {
-        guard let data = try? JSONEncoder().encode(entries) else { return }
+        var text = header + "\n"
+        for (path, e) in entries where !path.contains("\n") {
+            text += "\(e.size) \(e.mtime) \(e.ctime) \(e.inode) \(e.hash) \(path)\n"
+        }
         try? FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try? data.write(to: url, options: .atomic)
+        try? Data(text.utf8).write(to: url, options: .atomic)
     }
 }
 

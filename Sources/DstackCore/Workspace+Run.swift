@@ -36,6 +36,12 @@ public struct SubmittedRun: Sendable {
     public var plan: Plan
     /// The code it runs.
     public var snapshot: Snapshot
+    /// The runners found reachable when it was submitted.
+    public var pool: [PoolMember]
+    /// Code syncs begun at submission, by runner.
+    var presyncs: [String: Task<Int, Error>] = [:]
+    /// What the submission found worth saying about the pool (runners unreachable).
+    var notices: [String] = []
 }
 
 extension Workspace {
@@ -91,21 +97,29 @@ extension Workspace {
 
     /// The reachable runners with what they have; every runner unreachable is an infrastructure error.
     public func reachablePool(sink: (any RunEventSink)? = nil) async throws -> [PoolMember] {
+        let (members, notices) = try await reachablePoolAndNotices()
+        for notice in notices { sink?.emit(.notice(notice)) }
+        return members
+    }
+
+    /// The reachable runners, and a notice for each unreachable one.
+    func reachablePoolAndNotices() async throws -> ([PoolMember], [String]) {
         var members: [PoolMember] = []
         var problems: [String] = []
+        var notices: [String] = []
         for (runner, result) in await probePool() {
             switch result {
             case .success(let info): members.append(PoolMember(runner: runner, info: info))
             case .failure(let error):
                 problems.append("\(runner.name): \(error)")
-                sink?.emit(.notice("runner \(runner.name) is unreachable, its jobs go elsewhere: \(error)"))
+                notices.append("runner \(runner.name) is unreachable, its jobs go elsewhere: \(error)")
             }
         }
         guard !members.isEmpty else {
             throw CoreError.infrastructure("every runner is unreachable:\n  " + problems.joined(separator: "\n  ")
                 + "\ncheck the hosts inventory and that the machines are up ('dstack runners' probes them)")
         }
-        return members
+        return (members, notices)
     }
 
     /// Checks that some runner could ever run each job; a job that none can ever fit is a configuration error.
@@ -126,8 +140,30 @@ extension Workspace {
     /// Loads, snapshots, plans and records a new run; nothing runs yet.
     public func submit(_ request: RunRequest) async throws -> SubmittedRun {
         let project = try loadProject()
-        let snapshot = try await Snapshotter.snapshot(root: root, cache: snapshotCache)
-        let pool = try await reachablePool()
+        // Runners are connected and probed while the snapshot is taken: each takes about as long as the other.
+        let probing = Task { try await self.reachablePoolAndNotices() }
+        let snapshot: Snapshot
+        do {
+            snapshot = try await Snapshotter.snapshot(root: root, cache: snapshotCache)
+        } catch {
+            probing.cancel()
+            throw error
+        }
+        // The code's contents are captured now, while the run is planned and recorded: edits made after
+        // 'dstack run' returns never reach the run.
+        let localRunner = self.localRunner
+        let capturing = Task { try await localRunner.sync(snapshot) }
+        let (pool, notices) = try await probing.value
+        // Runners this machine synced before get the changed files now, while the run is planned and recorded:
+        // after an edit, that is one small transfer each. Others are synced when a job first goes there.
+        var presyncs: [String: Task<Int, Error>] = [:]
+        for member in pool where member.runner.syncedBefore {
+            let runner = member.runner
+            presyncs[member.info.name] = Task {
+                _ = try await capturing.value  // sent from the captured contents, never the working tree
+                return try await runner.sync(snapshot)
+            }
+        }
         var generator = SystemRandomNumberGenerator()
         let stem = RunNames.stem(using: &generator)
         let existing = try await store.runNames().filter { $0.hasPrefix(stem + "-") }
@@ -156,9 +192,8 @@ extension Workspace {
             let encoder = RecordCoding.encoder(pretty: false)
             try await store.saveRunInputs(name, plan: try encoder.encode(plan), snapshot: try encoder.encode(snapshot))
             try await store.saveRun(record)
-            // The code's contents are captured here, now: edits made after 'dstack run' returns never reach the run.
-            _ = try await localRunner.sync(snapshot)
-            return SubmittedRun(record: record, plan: plan, snapshot: snapshot)
+            _ = try await capturing.value
+            return SubmittedRun(record: record, plan: plan, snapshot: snapshot, pool: pool, presyncs: presyncs, notices: notices)
         }
     }
 
@@ -205,7 +240,26 @@ extension Workspace {
             try? await store.dropLease(name)
             throw error
         }
-        let coordinator = Coordinator(store: store, pool: pool, snapshot: snapshot, plan: plan, run: record, sink: sink)
+        return try await execute(record, plan: plan, snapshot: snapshot, pool: pool, sink: sink, onCoordinator: onCoordinator)
+    }
+
+    /// Coordinates a run just submitted by this process: its records, inputs and pool are at hand, so nothing is
+    /// read back from storage nor probed again (that took a good part of a short run's start).
+    public func coordinate(_ submitted: SubmittedRun, sink: any RunEventSink,
+                           onCoordinator: (@Sendable (Coordinator) async -> Void)? = nil) async throws -> RunRecord {
+        try await takeLease(submitted.record)
+        for notice in submitted.notices { sink.emit(.notice(notice)) }
+        return try await execute(submitted.record, plan: submitted.plan, snapshot: submitted.snapshot, pool: submitted.pool,
+                                 presyncs: submitted.presyncs, sink: sink, onCoordinator: onCoordinator)
+    }
+
+    /// Runs the coordinator over `record` (whose lease this process holds), then drops the lease and tags it.
+    private func execute(_ record: RunRecord, plan: Plan, snapshot: Snapshot, pool: [PoolMember],
+                         presyncs: [String: Task<Int, Error>] = [:], sink: any RunEventSink,
+                         onCoordinator: (@Sendable (Coordinator) async -> Void)?) async throws -> RunRecord {
+        let name = record.name
+        let coordinator = Coordinator(store: store, pool: pool, snapshot: snapshot, plan: plan, run: record, sink: sink,
+                                      presyncs: presyncs)
         await onCoordinator?(coordinator)
         let final = await coordinator.execute()
         try? await store.dropLease(name)

@@ -207,6 +207,9 @@ public protocol Runner: Sendable {
 
     /// Removes the directories of jobs that finished (one round trip where the runner can).
     func cleanup(jobIds: [String]) async throws
+
+    /// True when this machine has synced code to the runner before (so a sync now sends only what changed).
+    var syncedBefore: Bool { get }
 }
 
 /// What `Runner.start` needs beyond the job itself.
@@ -273,6 +276,9 @@ extension Runner {
 
     /// Nothing to close by default.
     public func disconnect() async {}
+
+    /// No record by default.
+    public var syncedBefore: Bool { false }
 
     /// Nothing to prepare by default.
     public func prepareTree(_ snapshot: Snapshot) async throws {}

@@ -116,37 +116,85 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     public func sync(_ snapshot: Snapshot) async throws -> Int {
-        let listing = try await script(RunnerScripts.listObjects, [objects])
-        guard listing.succeeded else { throw failure("listing objects in \(objects)", listing) }
-        let present = Set(listing.stdoutText.split(separator: "\n").map(String.init))
+        try await sync(snapshot, trustRecord: true)
+    }
+
+    /// Where this machine remembers which objects the runner holds (beside the local objects folder), so that a
+    /// re-sync sends what changed without listing the runner's objects first; nil without a local objects folder.
+    var objectRecord: URL? {
+        guard let local = config.localObjects else { return nil }
+        let key = "\(config.ssh.user)@\(config.ssh.host):\(config.ssh.port):\(workdir)".utf8.map { c -> Character in
+            let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x2D
+            return ok ? Character(UnicodeScalar(c)) : "_"
+        }
+        return local.deletingLastPathComponent().appendingPathComponent("ssh-objects").appendingPathComponent(String(key))
+    }
+
+    /// Sends the objects of `snapshot` the runner lacks. With `trustRecord`, what this machine recorded as sent
+    /// before is taken as present (a runner that lost objects is found out when its tree is built, and synced
+    /// again without the record); otherwise the runner's objects are listed.
+    func sync(_ snapshot: Snapshot, trustRecord: Bool) async throws -> Int {
+        var present: Set<Substring>
+        if trustRecord, let record = objectRecord, let data = try? Data(contentsOf: record) {
+            present = Set(String(decoding: data, as: UTF8.self).split(separator: "\n"))
+        } else {
+            let listing = try await script(RunnerScripts.listObjects, [objects])
+            guard listing.succeeded else { throw failure("listing objects in \(objects)", listing) }
+            present = Set(listing.stdoutText.split(separator: "\n"))
+        }
         var missing: [SnapshotFile] = []
         var seen = Set<String>()
-        for file in snapshot.files where !present.contains(file.hash) && seen.insert(file.hash).inserted {
+        for file in snapshot.files where !present.contains(Substring(file.hash)) && seen.insert(file.hash).inserted {
             missing.append(file)
         }
-        guard !missing.isEmpty else { return 0 }
-        // Stage the missing contents under their hashes, send them as one tar stream into an incoming folder,
-        // and move them into place only once all arrived: a dropped transfer never leaves a truncated object.
-        let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-objects-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: staging) }
-        let root = URL(fileURLWithPath: snapshot.root)
-        for file in missing {
-            var source = root.appendingPathComponent(file.path).path
-            if let objects = config.localObjects?.appendingPathComponent(file.hash).path,
-               FileManager.default.fileExists(atPath: objects) {
-                source = objects
-            }
-            let target = staging.appendingPathComponent(file.hash).path
-            // A copy, not a hard link: link(2) changes the source's ctime, and GNU tar syncing the same object to
-            // another runner at that moment fails with "file changed as we read it".
-            try FileManager.default.copyItem(atPath: source, toPath: target)
+        guard !missing.isEmpty else {
+            if !trustRecord { remember(present) }
+            return 0
         }
         let incoming = objects + "/.incoming-" + UUID().uuidString.prefix(8)
-        try await connection.session().uploadTree(staging.path, paths: missing.map(\.hash), to: incoming)
-        let adopt = try await script(RunnerScripts.adoptObjects, [incoming])
-        guard adopt.succeeded else { throw failure("storing objects", adopt) }
+        // One exec: the missing contents arrive as one tar stream in an incoming folder and are moved into place
+        // only once all arrived, so a dropped transfer never leaves a truncated object.
+        let adopt = "sh -c " + shellQuote(RunnerScripts.adoptObjects) + " dstack " + shellQuote(incoming)
+        // Straight from the local objects folder (named by hash, never changed in place) when it has them all;
+        // else staged under their hashes.
+        if let local = config.localObjects,
+           missing.allSatisfy({ access(local.appendingPathComponent($0.hash).path, F_OK) == 0 }) {
+            try await connection.session().uploadTree(local.path, paths: missing.map(\.hash), to: incoming, then: adopt)
+        } else {
+            let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-objects-\(UUID().uuidString.prefix(8))")
+            try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: staging) }
+            let root = URL(fileURLWithPath: snapshot.root)
+            for file in missing {
+                var source = root.appendingPathComponent(file.path).path
+                if let objects = config.localObjects?.appendingPathComponent(file.hash).path, access(objects, F_OK) == 0 {
+                    source = objects
+                }
+                // A copy, not a hard link: link(2) changes the source's ctime, and GNU tar syncing the same object
+                // to another runner at that moment fails with "file changed as we read it".
+                try FileManager.default.copyItem(atPath: source, toPath: staging.appendingPathComponent(file.hash).path)
+            }
+            try await connection.session().uploadTree(staging.path, paths: missing.map(\.hash), to: incoming, then: adopt)
+        }
+        for file in missing { present.insert(Substring(file.hash)) }
+        remember(present)
         return missing.count
+    }
+
+    /// Records the objects the runner holds (atomically; a record that cannot be written only costs a listing).
+    func remember(_ present: Set<Substring>) {
+        guard let record = objectRecord else { return }
+        try? FileManager.default.createDirectory(at: record.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try? Data(present.joined(separator: "\n").utf8).write(to: record, options: .atomic)
+    }
+
+    public var syncedBefore: Bool {
+        objectRecord.map { access($0.path, F_OK) == 0 } ?? false
+    }
+
+    /// Forgets what the runner was recorded to hold.
+    func forgetObjects() {
+        if let record = objectRecord { try? FileManager.default.removeItem(at: record) }
     }
 
     public func prepare(jobId: String, snapshot: Snapshot) async throws {
@@ -191,9 +239,14 @@ public final class SSHRunner: Runner, Sendable {
         } else {
             ops = Self.manifest(snapshot.files).split(separator: "\n").map { "+ \($0)\n" }.joined()
         }
-        let input = ops + "MANIFEST\n" + Self.manifest(snapshot.files)
-        let token = String(UUID().uuidString.prefix(8))
-        let built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, token, base], stdin: Data(input.utf8))
+        let input = Data((ops + "MANIFEST\n" + Self.manifest(snapshot.files)).utf8)
+        var built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input)
+        if built.exitStatus == 3 {
+            // An object is missing: the runner lost some since this machine recorded them. List and send again.
+            forgetObjects()
+            _ = try await sync(snapshot, trustRecord: false)
+            built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input)
+        }
         guard built.succeeded else { throw failure("building the code tree", built) }
     }
 

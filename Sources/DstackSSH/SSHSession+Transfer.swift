@@ -59,12 +59,14 @@ extension SSHSession {
     /// Copies `paths` (relative to `localDirectory`) into `remoteDirectory` (created if missing), streaming a local
     /// `tar -cf -` into `tar -xf -` on the server.
     public func uploadTree(
-        _ localDirectory: String, paths: [String] = ["."], to remoteDirectory: String, idleTimeout: Duration?? = nil
+        _ localDirectory: String, paths: [String] = ["."], to remoteDirectory: String, idleTimeout: Duration?? = nil,
+        then followUp: String? = nil
     ) async throws {
         let local = expandTilde(localDirectory)
         let archiver = try LocalProcess(arguments: ["tar", "-C", local, "-cf", "-", "--"] + paths, pipeStandardOutput: true)
         let quoted = shellQuote(remoteDirectory)
-        let command = "mkdir -p \(quoted) && tar -C \(quoted) -xf -"
+        // `followUp`, a command run on the remote side once everything arrived, saves a round trip.
+        let command = "mkdir -p \(quoted) && tar -C \(quoted) -xf -" + (followUp.map { " && " + $0 } ?? "")
         let result: ExecResult
         do {
             result = try await exec(command, stdinFrom: archiver.standardOutput, stdoutTo: nil, idleTimeout: idleTimeout)

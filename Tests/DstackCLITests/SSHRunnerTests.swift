@@ -173,6 +173,27 @@ import Testing
         #expect(locks.isEmpty, "\(locks)")
     }
 
+    /// This machine remembers which objects it sent a runner, so a re-sync lists nothing; a runner that lost them
+    /// (its work directory wiped) is found out when the tree is built, and everything is sent again.
+    @Test func aRunnerThatLostItsObjectsIsSyncedAgain() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [cat src/f1.txt]\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory(tag: "lost"))
+        for i in 0..<5 { try box.write("src/f\(i).txt", "file \(i)\n") }
+        let first = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(first.status == 0, "\(first.output)")
+        #expect(first.stderr.contains("r1: sent 7 new files of code"), "\(first.stderr)")
+
+        try FileManager.default.removeItem(at: bed.directory.appendingPathComponent("work-lost-r1"))
+        try box.write("src/f1.txt", "edited\n")
+        let second = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.stdout.contains("a | edited"), "\(second.output)")
+    }
+
     @Test func aJobNoRunnerCanEverFitIsRefusedBeforeAnythingRuns() throws {
         let bed = try SSHBed(1)
         defer { bed.stop() }
