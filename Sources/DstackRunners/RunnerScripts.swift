@@ -176,11 +176,7 @@ enum RunnerScripts {
     /// a line `MANIFEST`, the snapshot's manifest, kept for the next build. `$3` is a token unique to this build.
     /// The tree is built aside and published with an atomic `ln -s`, so no job ever copies a half-built tree and
     /// two coordinators building the same one at once both succeed. Trees unused for 7 days are removed.
-    static let buildTree = #"""
-    cd "$1" || exit 2
-    id=$2 b=".b-$2-$3" base=$4
-    mkdir -p trees || exit 2
-    cd trees || exit 2
+    static let buildTree = treeHead + "\n" + #"""
     rm -rf "$b"
     # Files of a tree are never changed in place (jobs copy them; a new tree replaces a changed file), so a new
     # tree shares the unchanged files of its base through hard links: creating thousands of files is what costs.
@@ -201,6 +197,27 @@ enum RunnerScripts {
       esac
     done
     cat > "$b.manifest" || exit 2
+    """# + "\n" + treePublish
+
+    /// Builds the tree of snapshot `$2` under `$1/trees` from a tar stream on stdin holding its files (paths and
+    /// modes) and, as `.dstack-manifest-$3`, its manifest: one `tar` instead of a `cp` and a `chmod` per file,
+    /// for a runner's first tree. `$3` is a token unique to this build.
+    static let buildTreeFromTar = treeHead + "\n" + #"""
+    rm -rf "$b" && mkdir "$b" || exit 2
+    tar -C "$b" -xpf - || { rm -rf "$b"; exit 3; }
+    mv -f "$b/.dstack-manifest-$3" "$b.manifest" || { rm -rf "$b"; exit 3; }
+    """# + "\n" + treePublish
+
+    /// The start of both tree builds: into `$1/trees`, the build folder `b`.
+    static let treeHead = #"""
+    cd "$1" || exit 2
+    id=$2 b=".b-$2-$3" base=$4
+    mkdir -p trees || exit 2
+    cd trees || exit 2
+    """#
+
+    /// The end of both tree builds: publish the tree built in `b` (with its manifest in `b.manifest`) as `id`.
+    static let treePublish = #"""
     if ln -s "$b" "$id" 2>/dev/null; then
       mv -f "$b.manifest" "$id.manifest"
       echo "$id" > latest.tmp.$3 && mv -f latest.tmp.$3 latest

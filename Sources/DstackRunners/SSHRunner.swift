@@ -236,6 +236,10 @@ public final class SSHRunner: Runner, Sendable {
             }
             // Removals first: a file may have become a directory.
             ops = old.keys.filter { !current.contains($0) }.map { "- \($0)\n" }.joined() + ops
+        } else if let local = config.localObjects,
+                  snapshot.files.allSatisfy({ access(local.path + "/" + $0.hash, F_OK) == 0 }) {
+            try await buildTreeFromTar(snapshot, objects: local.path)
+            return
         } else {
             ops = Self.manifest(snapshot.files).split(separator: "\n").map { "+ \($0)\n" }.joined()
         }
@@ -248,6 +252,48 @@ public final class SSHRunner: Runner, Sendable {
             built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input)
         }
         guard built.succeeded else { throw failure("building the code tree", built) }
+    }
+
+    /// The runner's first tree: the snapshot's files as one tar stream, written here from the local objects on a
+    /// thread of its own (a blocking pipe never sits on the cooperative pool) and unpacked by one `tar` there.
+    /// The contents travel a second time (they were just sent as objects), but a `cp` and a `chmod` per file took
+    /// 20 s for 5,000 files.
+    func buildTreeFromTar(_ snapshot: Snapshot, objects local: String) async throws {
+        let token = String(UUID().uuidString.prefix(8))
+        let pipe = Pipe()
+        let writerFailure = WriterFailure()
+        let files = snapshot.files
+        let manifest = Data(Self.manifest(files).utf8)
+        let output = pipe.fileHandleForWriting
+        let thread = Thread {
+            // A reader gone early must fail the write, not kill the process.
+            var blocked = sigset_t()
+            sigemptyset(&blocked)
+            sigaddset(&blocked, SIGPIPE)
+            pthread_sigmask(SIG_BLOCK, &blocked, nil)
+            let writer = TarWriter(output: output)
+            do {
+                for file in files { try writer.add(path: file.path, mode: file.mode, source: local + "/" + file.hash) }
+                try writer.add(path: ".dstack-manifest-" + token, mode: 0o644, data: manifest)
+                try writer.finish()
+            } catch {
+                writerFailure.set("\(error)")
+            }
+            try? output.close()
+        }
+        thread.start()
+        let command = "sh -c " + shellQuote(RunnerScripts.buildTreeFromTar) + " dstack "
+            + [workdir, snapshot.id, token, ""].map(shellQuote).joined(separator: " ")
+        let result: ExecResult
+        do {
+            result = try await connection.session().exec(command, stdinFrom: pipe.fileHandleForReading, stdoutTo: nil)
+        } catch {
+            try? pipe.fileHandleForReading.close()
+            throw error
+        }
+        try? pipe.fileHandleForReading.close()
+        if let problem = writerFailure.get() { throw RunnerError.unavailable(runner: name, reason: "sending the code tree failed: \(problem)") }
+        guard result.succeeded else { throw failure("building the code tree", result) }
     }
 
     public func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
@@ -464,4 +510,13 @@ actor SSHConnection {
         await current?.close()
         current = nil
     }
+}
+
+/// What the tar writer thread failed with, if anything.
+final class WriterFailure: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: String?
+
+    func set(_ text: String) { lock.withLock { value = text } }
+    func get() -> String? { lock.withLock { value } }
 }

@@ -141,17 +141,23 @@ import Testing
         defer { bed.stop() }
         let box = try Sandbox()
         defer { box.cleanup() }
-        let show = "cat src/a.txt; ls -R src; test -x src/tool.sh && echo tool-executable || echo tool-plain"
+        // The first tree goes as one tar stream written here: modes, and paths past ustar's 100 bytes, must hold.
+        let long = "src/" + String(repeating: "d", count: 60) + "/" + String(repeating: "e", count: 60) + "/" + String(repeating: "f", count: 120) + ".txt"
+        let show = "cat src/a.txt; ls -R src; test -x src/tool.sh && echo tool-executable || echo tool-plain; test -x src/run.sh && echo run-executable; cat \(long)"
         try box.workflows("workflows:\n  - name: a\n    commands: ['\(show)']\n  - name: b\n    commands: ['\(show)']\n")
         try box.write(".dstack/hosts.yaml", bed.inventory(tag: "tree"))
         try box.write("src/a.txt", "first\n")
         try box.write("src/gone.txt", "bye\n")
         try box.write("src/tool.sh", "echo hi\n")
+        try box.write("src/run.sh", "echo run\n", mode: 0o755)
+        try box.write(long, "long name\n")
         let first = try box.dstack(["run", "a"], environment: bed.environment)
         #expect(first.status == 0, "\(first.output)")
         #expect(first.stdout.contains("a | first"))
         #expect(first.stdout.contains("a | gone.txt"))
         #expect(first.stdout.contains("a | tool-plain"))
+        #expect(first.stdout.contains("a | run-executable"))
+        #expect(first.stdout.contains("a | long name"), "\(first.output)")
 
         try box.write("src/a.txt", "second\n")
         try FileManager.default.removeItem(at: box.project.appendingPathComponent("src/gone.txt"))
@@ -174,7 +180,7 @@ import Testing
     }
 
     /// This machine remembers which objects it sent a runner, so a re-sync lists nothing; a runner that lost them
-    /// (its work directory wiped) is found out when the tree is built, and everything is sent again.
+    /// is found out when a tree is built, and everything is sent again.
     @Test func aRunnerThatLostItsObjectsIsSyncedAgain() throws {
         let bed = try SSHBed(1)
         defer { bed.stop() }
@@ -187,11 +193,19 @@ import Testing
         #expect(first.status == 0, "\(first.output)")
         #expect(first.stderr.contains("r1: sent 7 new files of code"), "\(first.stderr)")
 
-        try FileManager.default.removeItem(at: bed.directory.appendingPathComponent("work-lost-r1"))
         try box.write("src/f1.txt", "edited\n")
         let second = try box.dstack(["run", "a"], environment: bed.environment)
         #expect(second.status == 0, "\(second.output)")
         #expect(second.stdout.contains("a | edited"), "\(second.output)")
+
+        // The runner loses its objects; going back to the first content, which this machine recorded as sent,
+        // needs that object to build the new tree from the last one.
+        try FileManager.default.removeItem(at: bed.directory.appendingPathComponent("work-lost-r1/objects"))
+        try box.write("src/f1.txt", "file 1\n")
+        try box.write("src/f9.txt", "new\n")  // a snapshot never seen, so a tree is built
+        let third = try box.dstack(["run", "a", "--no-cache"], environment: bed.environment)
+        #expect(third.status == 0, "\(third.output)")
+        #expect(third.stdout.contains("a | file 1"), "\(third.output)")
     }
 
     @Test func aJobNoRunnerCanEverFitIsRefusedBeforeAnythingRuns() throws {
