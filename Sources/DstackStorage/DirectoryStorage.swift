@@ -159,7 +159,8 @@ public struct DirectoryStorage: Storage {
         }
     }
 
-    /// Copies in 1 MiB blocks so memory stays flat whatever the size.
+    /// Copies in the kernel where it can (`sendfile(2)`: no pass through this process's memory), else in 1 MiB
+    /// blocks, so memory stays flat whatever the size.
     private func copyFile(from: URL, to: URL) throws {
         let input = open(from.path, O_RDONLY)
         guard input >= 0 else { throw posixError("cannot read '\(from.path)'") }
@@ -171,6 +172,18 @@ public struct DirectoryStorage: Storage {
             close(output)
             if !ok { unlink(to.path) }
         }
+        #if canImport(Glibc)
+        switch kernelCopy(from: input, to: output) {
+        case .done:
+            ok = true
+            return
+        case .failed(let code):
+            errno = code
+            throw posixError("cannot copy '\(from.path)' to '\(to.path)'")
+        case .unsupported:
+            break  // nothing was written: copy through a buffer instead
+        }
+        #endif
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
         defer { buffer.deallocate() }
@@ -187,6 +200,27 @@ public struct DirectoryStorage: Storage {
         }
         ok = true
     }
+
+    #if canImport(Glibc)
+    private enum KernelCopy { case done, unsupported, failed(Int32) }
+
+    /// Copies all of `input` (from its start) to `output` with `sendfile(2)`; `.unsupported` when the kernel
+    /// refuses the pair of files before anything was written.
+    private func kernelCopy(from input: Int32, to output: Int32) -> KernelCopy {
+        var copied = 0
+        while true {
+            let n = sendfile(output, input, nil, 1 << 30)
+            if n > 0 {
+                copied += n
+                continue
+            }
+            if n == 0 { return .done }
+            if errno == EINTR { continue }
+            if copied == 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) { return .unsupported }
+            return .failed(errno)
+        }
+    }
+    #endif
 
     private func posixError(_ what: String) -> StorageError {
         let code = errno
