@@ -219,7 +219,8 @@ public final class SSHRunner: Runner, Sendable {
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: staging) }
         try await fetchArtifacts(jobId: jobId, paths: paths, into: staging)
-        return try await body(staging)
+        // The folder is ours and goes away below: storing may move its files rather than copy them.
+        return try await ArtifactStaging.$disposableFolder.withValue(staging) { try await body(staging) }
     }
 
     /// Files at least this large are streamed on their own channel straight into their staging file; smaller

@@ -93,6 +93,32 @@ public struct DirectoryStorage: Storage {
         try rename(tmp, to: url)
     }
 
+    /// Moves the file into place with `rename(2)` when it is a plain file with no other name on the same file
+    /// system (atomic, no byte copied), giving it the mode a copied object gets; otherwise copies it as `upload`.
+    public func adopt(_ file: URL, as key: String) async throws {
+        let url = try url(key)
+        var info = stat()
+        guard lstat(file.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_nlink == 1 else {
+            return try await upload(from: file, to: key)
+        }
+        try makeParent(url)
+        guard chmod(file.path, Self.objectMode) == 0, Foundation.rename(file.path, url.path) == 0 else {
+            // Another file system (EXDEV), or anything else: copy.
+            return try await upload(from: file, to: key)
+        }
+    }
+
+    /// The mode of a file this storage creates: 0644 less the process's umask (read without changing it).
+    static let objectMode: mode_t = {
+        var mask: mode_t = 0o022
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Umask:") }),
+           let value = mode_t(line.dropFirst("Umask:".count).trimmingCharacters(in: .whitespaces), radix: 8) {
+            mask = value
+        }
+        return 0o644 & ~mask
+    }()
+
     public func download(_ key: String, to file: URL) async throws {
         let url = try url(key)
         guard FileManager.default.fileExists(atPath: url.path) else { throw StorageError.notFound(key: key) }
