@@ -60,6 +60,24 @@ struct ThroughputTests {
         let rounds = Int(ProcessInfo.processInfo.environment["DSTACK_SSH_BENCH_ROUNDS"] ?? "3") ?? 3
         for _ in 0..<rounds {
             if let only = ProcessInfo.processInfo.environment["DSTACK_SSH_BENCH_ONLY"] {
+                func cpu() -> Double {
+                    var usage = rusage()
+                    getrusage(RUSAGE_SELF.rawValue, &usage)
+                    return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec)
+                        + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
+                }
+                /// Nanoseconds on a CPU and waiting for one, summed over this process's threads.
+                func sched() -> (run: Double, wait: Double) {
+                    var run = 0.0, wait = 0.0
+                    for task in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? [] {
+                        let fields = ((try? String(contentsOfFile: "/proc/self/task/\(task)/schedstat", encoding: .utf8)) ?? "")
+                            .split(separator: " ")
+                        if fields.count >= 2 { run += Double(fields[0]) ?? 0; wait += Double(fields[1]) ?? 0 }
+                    }
+                    return (run / 1e9, wait / 1e9)
+                }
+                let schedBefore = sched()
+                let cpuBefore = cpu()
                 let t = try await seconds {
                     switch only {
                     case "sftp": try await session.download(folder + "/src", to: folder + "/sftp")
@@ -67,7 +85,8 @@ struct ThroughputTests {
                     default: try await session.downloadFile(folder + "/src", to: folder + "/cat")
                     }
                 }
-                print("download: only \(only): \(String(format: "%.3f s", t))")
+                let schedAfter = sched()
+                print("download: only \(only): \(String(format: "%.3f s, CPU of this process %.3f s, on CPU %.3f s, waiting for a CPU %.3f s", t, cpu() - cpuBefore, schedAfter.run - schedBefore.run, schedAfter.wait - schedBefore.wait))")
                 try? FileManager.default.removeItem(atPath: folder + "/tar")
                 continue
             }
