@@ -38,10 +38,6 @@ public protocol Storage: Sendable {
     /// Streams a local file into an object atomically, without holding it whole in memory.
     func upload(from file: URL, to key: String) async throws
 
-    /// Stores a local file under `key` like `upload(from:to:)`, for a caller that has no further use for the file:
-    /// a backend may move it into place instead of copying it, so the file may be gone afterwards.
-    func adopt(_ file: URL, as key: String) async throws
-
     /// Streams an object into a local file (replaced atomically); throws `StorageError.notFound` when absent.
     func download(_ key: String, to file: URL) async throws
 
@@ -56,6 +52,11 @@ public protocol Storage: Sendable {
 
     /// Removes every object under `prefix`.
     func deleteAll(prefix: String) async throws
+
+    // Last, so that the requirements above keep their places for code built before it was added.
+    /// Stores a local file under `key` like `upload(from:to:)`, for a caller that has no further use for the file:
+    /// a backend may move it into place instead of copying it, so the file may be gone afterwards.
+    func adopt(_ file: URL, as key: String) async throws
 }
 
 extension Storage {
