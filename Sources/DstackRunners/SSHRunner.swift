@@ -458,17 +458,42 @@ public final class SSHRunner: Runner, Sendable {
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: staging) }
         try await fetchArtifacts(jobId: jobId, paths: paths, into: staging)
-        return try await body(staging)
+        // The folder is ours and goes away below: storing may move its files rather than copy them.
+        return try await ArtifactStaging.$disposableFolder.withValue(staging) { try await body(staging) }
     }
 
+    /// Files at least this large are streamed on their own channel straight into their staging file; smaller
+    /// files, folders and links travel together in one `tar` stream.
+    static let directFetchMinimum: Int64 = 1 << 20
+
     func fetchArtifacts(jobId: String, paths: [String], into staging: URL) async throws {
+        var seen = Set<String>()
+        let paths = paths.map(normalizedRelativePath).filter { seen.insert($0).inserted }
         guard !paths.isEmpty else { return }
-        // Only the paths that exist are fetched; a missing one is then reported by the artifact scanner.
-        let check = try await script("cd \"$1\" || exit 2; shift; for p; do [ -e \"$p\" ] || [ -L \"$p\" ] && printf '%s\\n' \"$p\"; done",
-                                     [jobDir(jobId) + "/repo"] + paths)
-        let existing = check.stdoutText.split(separator: "\n").map(String.init)
-        if !existing.isEmpty {
-            try await connection.session().downloadTree(jobDir(jobId) + "/repo", paths: existing, to: staging.path)
+        // One command says which paths exist and which are plain files (with mode and size); a missing path (or a
+        // missing repository: the command then prints nothing) is fetched by nobody and then reported by the
+        // artifact scanner.
+        let repo = jobDir(jobId) + "/repo"
+        let check = try await script(ArtifactEntry.script, [repo] + paths)
+        let entries = ArtifactEntry.parse(check.stdoutText, paths: paths)
+        // A large plain file goes on its own channel (no tar on either side, no pipe, no extra copy), unless it
+        // lies inside another requested path, which tar brings anyway.
+        let treePaths = entries.filter { !$0.isLargeFile }.map(\.path)
+        func insideTree(_ path: String) -> Bool { treePaths.contains { $0.isEmpty || path.hasPrefix($0 + "/") } }
+        let direct = entries.filter { $0.isLargeFile && !insideTree($0.path) }
+        let tree = entries.filter { !$0.isLargeFile || insideTree($0.path) }.map(\.path)
+        let session = try await connection.session()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            if !tree.isEmpty {
+                group.addTask { try await session.downloadTree(repo, paths: tree, to: staging.path) }
+            }
+            for entry in direct {
+                group.addTask {
+                    try await session.downloadFile(repo + "/" + entry.path, to: staging.appendingPathComponent(entry.path).path,
+                                                   mode: entry.mode ?? 0o644)
+                }
+            }
+            try await group.waitForAll()
         }
     }
 
@@ -519,4 +544,78 @@ final class WriterFailure: @unchecked Sendable {
 
     func set(_ text: String) { lock.withLock { value = text } }
     func get() -> String? { lock.withLock { value } }
+}
+
+/// One existing artifact path as `RunnerScripts.inspectArtifacts` describes it.
+struct ArtifactEntry: Equatable {
+    /// The path, relative to the job's repository.
+    var path: String
+    /// For a plain file: its permission bits and size; nil for a folder, a link or anything else.
+    var mode: UInt32?
+    var size: Int64?
+
+    /// Run in the job's repository (`$1`) with the artifact paths after it: for each path that exists, prints
+    /// `f INDEX MODE SIZE` for a plain file (not a link; MODE and SIZE as `ls -ldn` shows them) or `o INDEX` for
+    /// anything else. POSIX `sh` and `ls` only.
+    static let script = #"""
+        cd "$1" || exit 2
+        shift
+        i=0
+        set -f
+        for p; do
+            if [ -f "$p" ] && [ ! -L "$p" ]; then
+                if l=$(ls -ldn -- "$p"); then
+                    # shellcheck disable=SC2086
+                    set -- $l
+                    printf 'f %d %s %s\n' "$i" "$1" "$5"
+                else
+                    printf 'o %d\n' "$i"
+                fi
+            elif [ -e "$p" ] || [ -L "$p" ]; then
+                printf 'o %d\n' "$i"
+            fi
+            i=$((i + 1))
+        done
+        """#
+
+    /// Whether it is a plain file worth a channel of its own.
+    var isLargeFile: Bool { mode != nil && (size ?? .max) >= SSHRunner.directFetchMinimum }
+
+    /// Reads the script's lines (`f INDEX MODE-STRING SIZE` or `o INDEX`) for `paths`; unreadable lines count as
+    /// "exists, not a plain file", so tar still fetches the path.
+    static func parse(_ text: String, paths: [String]) -> [ArtifactEntry] {
+        text.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 2, let index = Int(fields[1]), paths.indices.contains(index) else { return nil }
+            var entry = ArtifactEntry(path: paths[index])
+            if fields[0] == "f", fields.count >= 4, let mode = permissions(fields[2]) {
+                entry.mode = mode
+                entry.size = Int64(fields[3])
+            }
+            return entry
+        }
+    }
+
+    /// The permission bits of an `ls -l` mode string such as `-rwxr-s--T` (a trailing `+` or `.` is ignored).
+    static func permissions<S: StringProtocol>(_ text: S) -> UInt32? {
+        let chars = Array(text.utf8.prefix(10))
+        guard chars.count == 10, chars[0] == UInt8(ascii: "-") else { return nil }
+        var mode: UInt32 = 0
+        for (i, bit) in [0o400, 0o200, 0o100, 0o040, 0o020, 0o010, 0o004, 0o002, 0o001].enumerated() {
+            let c = chars[i + 1]
+            let isExecute = i % 3 == 2
+            switch c {
+            case UInt8(ascii: "-"): continue
+            case UInt8(ascii: "r") where i % 3 == 0, UInt8(ascii: "w") where i % 3 == 1, UInt8(ascii: "x") where isExecute:
+                mode |= UInt32(bit)
+            case UInt8(ascii: "s") where isExecute && i < 6, UInt8(ascii: "t") where i == 8:
+                mode |= UInt32(bit) | (i == 2 ? 0o4000 : i == 5 ? 0o2000 : 0o1000)
+            case UInt8(ascii: "S") where isExecute && i < 6, UInt8(ascii: "T") where i == 8:
+                mode |= (i == 2 ? 0o4000 : i == 5 ? 0o2000 : 0o1000)
+            default:
+                return nil
+            }
+        }
+        return mode
+    }
 }

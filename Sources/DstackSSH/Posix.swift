@@ -24,6 +24,16 @@ enum Posix {
         #endif
     }
 
+    /// `close(2)`.
+    @discardableResult
+    static func close(_ fd: Int32) -> Int32 {
+        #if canImport(Glibc)
+        return Glibc.close(fd)
+        #else
+        return Darwin.close(fd)
+        #endif
+    }
+
     /// Writes all of `bytes`, retrying short writes and EINTR; returns the errno of a failure, or nil.
     static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> Int32? {
         var offset = 0

@@ -1,4 +1,9 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 extension SSHSession {
     /// Uploads the local file at `localPath` to `remotePath` over SFTP, keeping its mode and modification time;
@@ -25,6 +30,56 @@ extension SSHSession {
                 direction: .download, localPath: expandTilde(localPath), remotePath: remotePath, idleTimeout: timeout,
                 completion: completion)
         }
+    }
+
+    /// Copies the remote file `remotePath` to `localPath` by streaming `cat` on the server straight into the local
+    /// file: no SFTP request framing, no local helper process, one copy of each byte after decryption. The file is
+    /// written under a temporary name beside `localPath`, given `mode`, then renamed into place, so it appears whole
+    /// or not at all; missing local folders are created. Returns the number of bytes received.
+    ///
+    /// With libssh2 1.10 this moves a large file faster than `download` (SFTP) or `downloadTree` (tar into a local
+    /// `tar -x`). The remote file's mode is not read: the caller passes the one it wants.
+    @discardableResult
+    public func downloadFile(
+        _ remotePath: String, to localPath: String, mode: UInt32 = 0o644, idleTimeout: Duration?? = nil
+    ) async throws -> Int64 {
+        let local = expandTilde(localPath)
+        let folder = (local as NSString).deletingLastPathComponent
+        if !folder.isEmpty {
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            } catch {
+                throw SSHError.localIO(path: folder, reason: "cannot create the folder: \(error.localizedDescription)")
+            }
+        }
+        let temporary = SFTPTransfer.temporaryName(for: local, suffix: String(UInt32.random(in: 0...UInt32.max), radix: 16))
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw SSHError.localIO(path: temporary, reason: errnoDescription(errno)) }
+        var placed = false
+        var descriptorOpen = true
+        defer {
+            if descriptorOpen { Posix.close(fd) }
+            if !placed { unlink(temporary) }
+        }
+        logger.debug("ssh \(options.hostKeyName): download (cat) \(remotePath) -> \(local)")
+        let command = "cat -- " + shellQuote(remotePath)
+        let result = try await exec(
+            command, stdinFrom: nil, stdoutTo: FileHandle(fileDescriptor: fd, closeOnDealloc: false), idleTimeout: idleTimeout)
+        guard result.succeeded else {
+            let detail = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
+            throw SSHError.remoteFile(path: remotePath, reason: "cannot read it: cat \(result.statusDescription)\(detail.isEmpty ? "" : ": \(detail)")")
+        }
+        var info = stat()
+        guard fchmod(fd, mode_t(mode & 0o7777)) == 0, fstat(fd, &info) == 0 else {
+            throw SSHError.localIO(path: temporary, reason: errnoDescription(errno))
+        }
+        descriptorOpen = false
+        guard Posix.close(fd) == 0 else { throw SSHError.localIO(path: temporary, reason: errnoDescription(errno)) }
+        guard rename(temporary, local) == 0 else {
+            throw SSHError.localIO(path: local, reason: "cannot rename the download into place: \(errnoDescription(errno))")
+        }
+        placed = true
+        return Int64(info.st_size)
     }
 
     /// Copies `paths` (relative to `remoteDirectory`) into `localDirectory`, streaming `tar -cf -` on the server

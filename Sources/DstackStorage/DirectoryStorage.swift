@@ -91,6 +91,32 @@ public struct DirectoryStorage: Storage {
         try rename(tmp, to: url)
     }
 
+    /// Moves the file into place with `rename(2)` when it is a plain file with no other name on the same file
+    /// system (atomic, no byte copied), giving it the mode a copied object gets; otherwise copies it as `upload`.
+    public func adopt(_ file: URL, as key: String) async throws {
+        let url = try url(key)
+        var info = stat()
+        guard lstat(file.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_nlink == 1 else {
+            return try await upload(from: file, to: key)
+        }
+        try makeParent(url)
+        guard chmod(file.path, Self.objectMode) == 0, Foundation.rename(file.path, url.path) == 0 else {
+            // Another file system (EXDEV), or anything else: copy.
+            return try await upload(from: file, to: key)
+        }
+    }
+
+    /// The mode of a file this storage creates: 0644 less the process's umask (read without changing it).
+    static let objectMode: mode_t = {
+        var mask: mode_t = 0o022
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Umask:") }),
+           let value = mode_t(line.dropFirst("Umask:".count).trimmingCharacters(in: .whitespaces), radix: 8) {
+            mask = value
+        }
+        return 0o644 & ~mask
+    }()
+
     public func download(_ key: String, to file: URL) async throws {
         let url = try url(key)
         guard FileManager.default.fileExists(atPath: url.path) else { throw StorageError.notFound(key: key) }
@@ -184,7 +210,8 @@ public struct DirectoryStorage: Storage {
         }
     }
 
-    /// Copies in 1 MiB blocks so memory stays flat whatever the size.
+    /// Copies in the kernel where it can (`sendfile(2)`: no pass through this process's memory), else in 1 MiB
+    /// blocks, so memory stays flat whatever the size.
     private func copyFile(from: URL, to: URL) throws {
         let input = open(from.path, O_RDONLY)
         guard input >= 0 else { throw posixError("cannot read '\(from.path)'") }
@@ -196,6 +223,18 @@ public struct DirectoryStorage: Storage {
             close(output)
             if !ok { unlink(to.path) }
         }
+        #if canImport(Glibc)
+        switch kernelCopy(from: input, to: output) {
+        case .done:
+            ok = true
+            return
+        case .failed(let code):
+            errno = code
+            throw posixError("cannot copy '\(from.path)' to '\(to.path)'")
+        case .unsupported:
+            break  // nothing was written: copy through a buffer instead
+        }
+        #endif
         let size = 1 << 20
         let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 16)
         defer { buffer.deallocate() }
@@ -212,6 +251,27 @@ public struct DirectoryStorage: Storage {
         }
         ok = true
     }
+
+    #if canImport(Glibc)
+    private enum KernelCopy { case done, unsupported, failed(Int32) }
+
+    /// Copies all of `input` (from its start) to `output` with `sendfile(2)`; `.unsupported` when the kernel
+    /// refuses the pair of files before anything was written.
+    private func kernelCopy(from input: Int32, to output: Int32) -> KernelCopy {
+        var copied = 0
+        while true {
+            let n = sendfile(output, input, nil, 1 << 30)
+            if n > 0 {
+                copied += n
+                continue
+            }
+            if n == 0 { return .done }
+            if errno == EINTR { continue }
+            if copied == 0 && (errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP) { return .unsupported }
+            return .failed(errno)
+        }
+    }
+    #endif
 
     private func posixError(_ what: String) -> StorageError {
         let code = errno

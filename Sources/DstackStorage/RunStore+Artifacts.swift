@@ -14,8 +14,17 @@ extension RunStore {
     public func storeArtifacts(cacheKey: String, run: String, job: String, paths: [String],
                                from directory: URL) async throws -> ArtifactManifest {
         let files = try ArtifactScanner.scan(paths: paths, in: directory)
-        for file in files where file.link == nil && file.isDirectory != true {
-            try await storage.upload(from: directory.appendingPathComponent(file.path), to: artifactFileKey(cacheKey, file.path))
+        // A runner's own staging folder (see `ArtifactStaging`) gives its files up: storage may move them.
+        let consume = ArtifactStaging.isDisposable(directory)
+        var stored = Set<String>()
+        for file in files where file.link == nil && file.isDirectory != true && stored.insert(file.path).inserted {
+            let source = directory.appendingPathComponent(file.path)
+            let key = artifactFileKey(cacheKey, file.path)
+            if consume {
+                try await storage.adopt(source, as: key)
+            } else {
+                try await storage.upload(from: source, to: key)
+            }
         }
         let manifest = ArtifactManifest(cacheKey: cacheKey, run: run, job: job, paths: paths, files: files, createdAt: Date())
         try await storage.write(key("artifacts", cacheKey, "manifest.json"), data: encode(manifest))

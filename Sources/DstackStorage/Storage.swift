@@ -52,6 +52,18 @@ public protocol Storage: Sendable {
 
     /// Removes every object under `prefix`.
     func deleteAll(prefix: String) async throws
+
+    // Last, so that the requirements above keep their places for code built before it was added.
+    /// Stores a local file under `key` like `upload(from:to:)`, for a caller that has no further use for the file:
+    /// a backend may move it into place instead of copying it, so the file may be gone afterwards.
+    func adopt(_ file: URL, as key: String) async throws
+}
+
+extension Storage {
+    /// By default the file is copied, as `upload(from:to:)` does, and left where it was.
+    public func adopt(_ file: URL, as key: String) async throws {
+        try await upload(from: file, to: key)
+    }
 }
 
 /// What went wrong in storage, in words a person can act on. `unusable` maps to exit status 3.

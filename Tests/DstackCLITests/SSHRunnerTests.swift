@@ -208,6 +208,48 @@ import Testing
         #expect(third.stdout.contains("a | file 1"), "\(third.output)")
     }
 
+    /// Large plain files come back on channels of their own (no tar), everything else in one tar stream; both
+    /// must arrive byte for byte with their modes, and links and missing paths are judged as before.
+    @Test func artifactsFromAnSSHRunnerArriveByteForByteWithModesAndLinks() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        // big.bin and out/deep.bin are over the direct-fetch size (1 MiB); out/ also holds a small file and a link.
+        try box.workflows("""
+        workflows:
+          - name: make
+            commands:
+              - head -c 3000001 /dev/urandom > big.bin && chmod 750 big.bin
+              - mkdir -p out/sub && head -c 2000000 /dev/urandom > out/sub/deep.bin && chmod 604 out/sub/deep.bin
+              - echo small > out/small.txt && ln -s sub/deep.bin out/link.bin
+              - head -c 1500000 /dev/urandom > solo.bin
+              - sha256sum big.bin out/sub/deep.bin solo.bin out/small.txt > sums
+            artifacts: [big.bin, out, out/sub/deep.bin, solo.bin, sums]
+          - name: partial
+            commands: [head -c 2000000 /dev/urandom > here.bin]
+            artifacts: [here.bin, nothere.bin]
+        """)
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+        let result = try box.dstack(["run", "make"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output)")
+        let out = box.root.appendingPathComponent("dl")
+        let download = try box.dstack(["artifacts", "download", try box.lastRun(), "-o", out.path], environment: bed.environment)
+        #expect(download.status == 0, "\(download.output)")
+        let check = try Sandbox.run(["sha256sum", "-c", "sums"], in: out)
+        #expect(check.status == 0, "\(check.output)")
+        func mode(_ path: String) throws -> Int? {
+            try FileManager.default.attributesOfItem(atPath: out.appendingPathComponent(path).path)[.posixPermissions] as? Int
+        }
+        #expect(try mode("big.bin") == 0o750)
+        #expect(try mode("out/sub/deep.bin") == 0o604)
+        #expect(try FileManager.default.destinationOfSymbolicLink(atPath: out.appendingPathComponent("out/link.bin").path) == "sub/deep.bin")
+
+        let partial = try box.dstack(["run", "partial"], environment: bed.environment)
+        #expect(partial.status == 1)
+        #expect(partial.stderr.contains("artifact 'nothere.bin' was not produced"), "\(partial.output)")
+    }
+
     @Test func aJobNoRunnerCanEverFitIsRefusedBeforeAnythingRuns() throws {
         let bed = try SSHBed(1)
         defer { bed.stop() }

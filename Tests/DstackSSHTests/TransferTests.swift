@@ -58,6 +58,40 @@ struct TransferTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["a", "b"], "no temporary left")
     }
 
+    @Test("downloadFile streams a 20 MB file byte for byte into place with the given mode; a missing one leaves nothing")
+    func downloadFileByStream() async throws {
+        let session = try await testbed().connect()
+        defer { Task { await session.close() } }
+        let folder = try makeTemporaryFolder("cat-download")
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let source = folder + "/it's a model.bin"
+        try await shell("head -c 20000001 /dev/urandom > \"\(source)\"")
+        let target = folder + "/nested/dir/model.back"
+        let received = try await session.downloadFile(source, to: target, mode: 0o4750)
+        #expect(received == 20_000_001)
+        #expect(FileManager.default.contentsEqual(atPath: source, andPath: target))
+        #expect(try FileManager.default.attributesOfItem(atPath: target)[.posixPermissions] as? Int == 0o4750)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/nested/dir") == ["model.back"])
+
+        // Replacing an existing file, and several at once on one session.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<3 { group.addTask { try await session.downloadFile(source, to: target) } }
+            try await group.waitForAll()
+        }
+        #expect(FileManager.default.contentsEqual(atPath: source, andPath: target))
+        #expect(try FileManager.default.attributesOfItem(atPath: target)[.posixPermissions] as? Int == 0o644)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/nested/dir") == ["model.back"])
+
+        do {
+            try await session.downloadFile(folder + "/missing", to: folder + "/nested/dir/missing")
+            Issue.record("a missing remote file must fail")
+        } catch let SSHError.remoteFile(path, reason) {
+            #expect(path == folder + "/missing")
+            #expect(reason.contains("No such file"), "\(reason)")
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder + "/nested/dir") == ["model.back"], "no temporary left")
+    }
+
     @Test("uploads and downloads run side by side on one session")
     func concurrentTransfers() async throws {
         let session = try await testbed().connect()

@@ -230,6 +230,36 @@ extension DirectoryStorageTests {
             #expect(try Data(contentsOf: target) == bytes, "a failed download leaves the file alone")
         }
 
+        @Test func adoptMovesALoneFileIntoPlaceAndCopiesOneWithAnotherName() async throws {
+            let box = try StorageBox()
+            defer { box.remove() }
+            let s = box.storage
+            let fm = FileManager.default
+            func mode(_ key: String) throws -> Int? {
+                try fm.attributesOfItem(atPath: box.root.appendingPathComponent(key).path)[.posixPermissions] as? Int
+            }
+            let bytes = noise(3 << 20 + 5, seed: 9)
+            let copied = box.url.appendingPathComponent("copied.bin")
+            try bytes.write(to: copied)
+            try await s.upload(from: copied, to: "p/x/copied.bin")
+
+            let lone = box.url.appendingPathComponent("lone.bin")
+            try bytes.write(to: lone)
+            chmod(lone.path, 0o700)
+            try await s.adopt(lone, as: "p/x/lone.bin")
+            #expect(!fm.fileExists(atPath: lone.path), "moved, not copied")
+            #expect(try await s.read("p/x/lone.bin") == bytes)
+            #expect(try mode("p/x/lone.bin") == mode("p/x/copied.bin"), "the mode of any object, not the file's own")
+
+            let named = box.url.appendingPathComponent("named.bin")
+            try Data("other bytes".utf8).write(to: named)
+            #expect(link(named.path, box.url.appendingPathComponent("second-name.bin").path) == 0)
+            try await s.adopt(named, as: "p/x/lone.bin")  // replaces the object
+            #expect(fm.fileExists(atPath: named.path), "a file with a second name is copied")
+            #expect(try await s.read("p/x/lone.bin") == Data("other bytes".utf8))
+            #expect(box.leftovers() == [])
+        }
+
         @Test func listIsByKeyPrefixSortedWithSizes() async throws {
             let box = try StorageBox()
             defer { box.remove() }
@@ -592,6 +622,38 @@ extension DirectoryStorageTests {
             // Placing twice (a retry) works over what is there.
             try await store.downloadArtifacts(manifest, into: out)
             #expect(try fm.destinationOfSymbolicLink(atPath: out.appendingPathComponent("out/link.txt").path) == "sub/file.txt")
+        }
+
+        @Test func aRunnersDisposableStagingFolderIsMovedIntoStorageOthersAreCopied() async throws {
+            let box = try StorageBox()
+            defer { box.remove() }
+            let store = RunStore(storage: box.storage, project: "proj")
+            let fm = FileManager.default
+            let job = try jobDirectory(box)
+            let big = try Data(contentsOf: job.appendingPathComponent("out/sub/deeper/big.bin"))
+            // Another folder is disposable: this one's files stay.
+            _ = try await ArtifactStaging.$disposableFolder.withValue(box.url.appendingPathComponent("elsewhere")) {
+                try await store.storeArtifacts(cacheKey: "kept", run: "r", job: "j", paths: ["out", "model.bin"], from: job)
+            }
+            #expect(fm.fileExists(atPath: job.appendingPathComponent("out/sub/deeper/big.bin").path))
+            #expect(fm.fileExists(atPath: job.appendingPathComponent("model.bin").path))
+
+            // This one is: its artifact files are moved (a file listed twice, also inside out/, is stored once).
+            let manifest = try await ArtifactStaging.$disposableFolder.withValue(job) {
+                try await store.storeArtifacts(cacheKey: "moved", run: "r", job: "j",
+                                               paths: ["out", "model.bin", "out/sub/deeper/big.bin"], from: job)
+            }
+            #expect(!fm.fileExists(atPath: job.appendingPathComponent("out/sub/deeper/big.bin").path))
+            #expect(!fm.fileExists(atPath: job.appendingPathComponent("model.bin").path))
+            #expect(fm.fileExists(atPath: job.appendingPathComponent("other.txt").path), "not an artifact: untouched")
+            let out = box.url.appendingPathComponent("download")
+            try await store.downloadArtifacts(manifest, into: out)
+            #expect(try Data(contentsOf: out.appendingPathComponent("out/sub/deeper/big.bin")) == big)
+            #expect(try String(contentsOf: out.appendingPathComponent("model.bin"), encoding: .utf8) == "single\n")
+            #expect(try mode(out.appendingPathComponent("out/run.sh")) == 0o750)
+            #expect(try mode(out.appendingPathComponent("model.bin")) == 0o600)
+            #expect(try fm.destinationOfSymbolicLink(atPath: out.appendingPathComponent("out/link.txt").path) == "sub/file.txt")
+            #expect(box.leftovers() == [])
         }
 
         /// Targets of a link at out/sub/escape; each resolves outside out/.
