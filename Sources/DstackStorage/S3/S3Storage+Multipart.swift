@@ -9,15 +9,17 @@ extension S3Storage {
         return Int(max(Int64(tuning.minimumPartSize), rounded))
     }
 
-    /// Uploads a large file in parts, a few at a time, each read from the file when it is sent.
+    /// Uploads a large file in parts, a few at a time, each a range of the file that is read (in 1 MiB chunks) to
+    /// hash it and again as it is sent.
     ///
-    /// Memory stays near `partsInFlight × partSize` (32 MiB with the default 8 MiB parts). Any failure, and
+    /// No part is ever whole in memory: a part in flight holds a chunk or two. Any failure, and
     /// cancellation, aborts the upload so that the bucket keeps no orphan parts.
     func uploadMultipart(file: URL, size: Int64, fullKey: String) async throws {
         let tuning = client.tuning
         let partSize = Self.partSize(forFileSize: size, tuning: tuning)
         let partCount = Int((size + Int64(partSize) - 1) / Int64(partSize))
-        // Bigger parts (files past 80 GB) mean fewer at once, so that memory stays within max(64 MiB, one part).
+        // Bigger parts (files past 80 GB) mean fewer at once: a limit from when each part was read into memory, kept
+        // so that a huge file does not hold several 64+ MiB requests open on the server at once.
         let inFlight = max(1, min(tuning.partsInFlight, tuning.maximumPartSize / partSize))
 
         let started = try await client.send(S3Request(method: "POST", key: fullKey, query: [("uploads", "")]))
@@ -69,23 +71,11 @@ extension S3Storage {
     ) async throws -> (Int, String) {
         try await client.tuning.beforePart?(number)
         let offset = Int64(number - 1) * Int64(partSize)
-        let length = Int(min(Int64(partSize), size - offset))
-        let data: Data
-        do {
-            let handle = try FileHandle(forReadingFrom: file)
-            defer { try? handle.close() }
-            try handle.seek(toOffset: UInt64(offset))
-            data = try handle.read(upToCount: length) ?? Data()
-        } catch {
-            throw StorageError.refused("cannot read '\(file.path)' to upload it: \(error.localizedDescription)")
-        }
-        guard data.count == length else {
-            throw StorageError.refused("'\(file.path)' changed while it was being uploaded; upload it again")
-        }
+        let length = min(Int64(partSize), size - offset)
         let response = try await client.send(
             S3Request(
                 method: "PUT", key: fullKey, query: [("partNumber", "\(number)"), ("uploadId", uploadId)],
-                body: .data(data)))
+                body: .file(file, offset: offset, length: length)))
         guard let etag = response.headers["etag"] else {
             throw client.unusable("part \(number) of \(client.describe(fullKey)) was stored without an ETag")
         }

@@ -186,6 +186,25 @@ enum SigV4 {
         hex(SHA256.hash(data: data))
     }
 
+    /// Lower-case hex SHA-256 of `length` bytes of `file` from `offset`, read a chunk at a time (a part's payload
+    /// hash, without the part in memory); a file that ends early is a `StorageError.refused`.
+    static func hexSHA256(file: URL, offset: Int64, length: Int64) throws -> String {
+        let reader = try FileRangeReader(path: file.path)
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: Int(min(Int64(HTTPClientTransport.chunkSize), max(1, length))), alignment: 16)
+        defer { buffer.deallocate() }
+        var position = offset
+        while position < offset + length {
+            let wanted = Int(min(Int64(buffer.count), offset + length - position))
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted])
+            guard try reader.read(into: chunk, at: position) == wanted else { throw reader.shrank }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(chunk))
+            position += Int64(wanted)
+        }
+        return hex(hasher.finalize())
+    }
+
     /// Lower-case hex of any byte sequence (digests, MACs).
     static func hex<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         let digits = Array("0123456789abcdef".utf8)
