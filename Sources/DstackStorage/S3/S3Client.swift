@@ -32,6 +32,8 @@ struct S3Request: Sendable {
     var body: S3Body = .empty
     /// Whether a successful response body goes to a temporary file.
     var toFile = false
+    /// The hex SHA-256 of the body, when the caller has already read it (a part, hashed with its checksum).
+    var payloadHash: String?
 }
 
 /// Signs, sends and retries S3 requests, and turns failures into `StorageError`s a person can act on.
@@ -64,7 +66,7 @@ final class S3Client: Sendable {
         case .empty: payloadHash = SigV4.emptyPayloadHash
         case .data(let data): payloadHash = SigV4.hexSHA256(data)
         case .file(let file, let offset, let length):
-            payloadHash = try SigV4.hexSHA256(file: file, offset: offset, length: length)
+            payloadHash = try request.payloadHash ?? SigV4.digests(file: file, offset: offset, length: length).sha256
         }
         var attempt = 0
         while true {
