@@ -3,10 +3,6 @@ import Testing
 
 @testable import DstackStorage
 
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
-
 /// A transport that answers from a script and records what it was sent.
 final class ScriptedTransport: S3Transport, @unchecked Sendable {
     enum Step {
@@ -16,14 +12,14 @@ final class ScriptedTransport: S3Transport, @unchecked Sendable {
 
     private let lock = NSLock()
     private var steps: [Step]
-    private var sent: [URLRequest] = []
+    private var sent: [S3HTTPRequest] = []
 
     /// Answers with `steps` in order, repeating the last one when they run out.
     init(_ steps: [Step]) { self.steps = steps }
 
-    var requests: [URLRequest] { lock.withLock { sent } }
+    var requests: [S3HTTPRequest] { lock.withLock { sent } }
 
-    func send(_ request: URLRequest, body: S3Body, toFile: Bool) async throws -> S3HTTPResponse {
+    func send(_ request: S3HTTPRequest, body: S3Body, toFile: Bool) async throws -> S3HTTPResponse {
         let step = lock.withLock {
             sent.append(request)
             return steps.count > 1 ? steps.removeFirst() : steps[0]
@@ -157,7 +153,7 @@ struct S3ClientTests {
         ])
         #expect(try await storage(transport).create("k", data: Data("x".utf8)))
         let sent = transport.requests
-        #expect(sent.map { $0.httpMethod ?? "" } == ["GET", "PUT", "PUT"])
+        #expect(sent.map { $0.method } == ["GET", "PUT", "PUT"])
         #expect(sent[1].value(forHTTPHeaderField: "If-None-Match") == "*")
         #expect(sent[2].value(forHTTPHeaderField: "If-None-Match") == nil)
     }
@@ -166,19 +162,19 @@ struct S3ClientTests {
     func addressing() async throws {
         let endpoint = ScriptedTransport([.respond(200, "x")])
         _ = try await storage(endpoint, url: "s3://bucket/pre fix", endpoint: "http://localhost:9000").read("a b")
-        #expect(endpoint.requests.first?.url?.absoluteString == "http://localhost:9000/bucket/pre%20fix/a%20b")
+        #expect(endpoint.requests.first?.url.absoluteString == "http://localhost:9000/bucket/pre%20fix/a%20b")
 
         let aws = ScriptedTransport([.respond(200, "x")])
         _ = try await storage(aws, url: "s3://bucket/p", endpoint: nil).read("k")
-        #expect(aws.requests.first?.url?.absoluteString == "https://bucket.s3.eu-west-1.amazonaws.com/p/k")
+        #expect(aws.requests.first?.url.absoluteString == "https://bucket.s3.eu-west-1.amazonaws.com/p/k")
         #expect(aws.requests.first?.value(forHTTPHeaderField: "Authorization")?.contains("/eu-west-1/s3/aws4_request") == true)
 
         let dotted = ScriptedTransport([.respond(200, "x")])
         _ = try await storage(dotted, url: "s3://my.bucket", endpoint: nil).read("k")
-        #expect(dotted.requests.first?.url?.absoluteString == "https://s3.eu-west-1.amazonaws.com/my.bucket/k")
+        #expect(dotted.requests.first?.url.absoluteString == "https://s3.eu-west-1.amazonaws.com/my.bucket/k")
 
         let listing = ScriptedTransport([.respond(200, "<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>")])
         _ = try await storage(listing, url: "s3://bucket/p").list(prefix: "runs/")
-        #expect(listing.requests.first?.url?.absoluteString == "http://127.0.0.1:9/bucket?list-type=2&prefix=p%2Fruns%2F")
+        #expect(listing.requests.first?.url.absoluteString == "http://127.0.0.1:9/bucket?list-type=2&prefix=p%2Fruns%2F")
     }
 }

@@ -158,3 +158,36 @@ struct S3SigV4Tests {
         }
     }
 }
+
+@Suite("part digests: CRC-32 and SHA-256 of a file range")
+struct S3PartDigestTests {
+    @Test("CRC-32 matches zlib's check values, whatever the chunking")
+    func crc32() {
+        func crc(_ chunks: [[UInt8]]) -> CRC32 {
+            var crc = CRC32()
+            for chunk in chunks { chunk.withUnsafeBytes { crc.update($0) } }
+            return crc
+        }
+        #expect(crc([]).value == 0)
+        #expect(crc([Array("123456789".utf8)]).value == 0xCBF4_3926)
+        #expect(crc([Array("123456789".utf8)]).base64 == "y/Q5Jg==")
+        let text = Array("The quick brown fox jumps over the lazy dog".utf8)
+        #expect(crc([text]).value == 0x414F_A339)
+        #expect(crc([Array(text[..<3]), Array(text[3..<20]), Array(text[20...])]).value == 0x414F_A339)
+    }
+
+    @Test("a range of a file: the digests of exactly those bytes; a file that ends early is refused")
+    func fileRange() throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-digest-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let bytes = (0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 7) }
+        try Data(bytes).write(to: file)
+        let slice = Array(bytes[1_000_001..<2_900_000])
+        let digests = try SigV4.digests(file: file, offset: 1_000_001, length: Int64(slice.count))
+        #expect(digests.sha256 == SigV4.hexSHA256(Data(slice)))
+        var expected = CRC32()
+        slice.withUnsafeBytes { expected.update($0) }
+        #expect(digests.crc32.value == expected.value)
+        #expect(throws: StorageError.self) { _ = try SigV4.digests(file: file, offset: 2_000_000, length: 1_000_001) }
+    }
+}

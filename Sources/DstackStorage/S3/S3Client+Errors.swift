@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// What an S3 error response says: the `<Error>` document, or what the status implies when there is none (HEAD).
 struct S3ErrorInfo: Sendable {

@@ -1,11 +1,6 @@
-// HTTP goes through Foundation's URLSession (FoundationNetworking on Linux, libcurl underneath), not AsyncHTTPClient
-// or another package: it ships with every toolchain, so it adds nothing to the build time, and besides plain async
-// requests it has what S3 downloads need, a download task that streams the body straight into a file.
+// HTTP goes through AsyncHTTPClient (S3Transport.swift), the only file that knows it; docs/storage.md says why.
 import Foundation
 import Logging
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// Knobs of the S3 client; the defaults are the product's, tests shrink them.
 struct S3Tuning: Sendable {
@@ -37,6 +32,8 @@ struct S3Request: Sendable {
     var body: S3Body = .empty
     /// Whether a successful response body goes to a temporary file.
     var toFile = false
+    /// The hex SHA-256 of the body, when the caller has already read it (a part, hashed with its checksum).
+    var payloadHash: String?
 }
 
 /// Signs, sends and retries S3 requests, and turns failures into `StorageError`s a person can act on.
@@ -48,12 +45,12 @@ final class S3Client: Sendable {
     private let transport: any S3Transport
     private let signer: SigV4Signer
 
-    /// Creates a client; `transport` defaults to URLSession.
+    /// Creates a client; `transport` defaults to AsyncHTTPClient.
     init(configuration: S3Configuration, tuning: S3Tuning, logger: Logger, transport: (any S3Transport)? = nil) {
         self.configuration = configuration
         self.tuning = tuning
         self.logger = logger
-        self.transport = transport ?? URLSessionTransport()
+        self.transport = transport ?? HTTPClientTransport()
         signer = .s3(credentials: configuration.credentials, region: configuration.region)
     }
 
@@ -63,15 +60,23 @@ final class S3Client: Sendable {
     /// `PreconditionFailed`...); every other outcome is thrown as a `StorageError`.
     func send(_ request: S3Request, accepting: Set<String> = []) async throws -> S3HTTPResponse {
         let what = "\(request.method) \(describe(request.key))"
+        // Every body is signed rather than sent UNSIGNED-PAYLOAD; a file range is hashed once, read in chunks.
+        let payloadHash: String
+        switch request.body {
+        case .empty: payloadHash = SigV4.emptyPayloadHash
+        case .data(let data): payloadHash = SigV4.hexSHA256(data)
+        case .file(let file, let offset, let length):
+            payloadHash = try request.payloadHash ?? SigV4.digests(file: file, offset: offset, length: length).sha256
+        }
         var attempt = 0
         while true {
             attempt += 1
             try Task.checkCancellation()
             let started = ContinuousClock.now
-            let urlRequest = signed(request)
+            let httpRequest = signed(request, payloadHash: payloadHash)
             let response: S3HTTPResponse
             do {
-                response = try await transport.send(urlRequest, body: request.body, toFile: request.toFile)
+                response = try await transport.send(httpRequest, body: request.body, toFile: request.toFile)
             } catch let error as URLError where error.code == .cancelled {
                 throw CancellationError()
             } catch let error as URLError {
@@ -83,6 +88,8 @@ final class S3Client: Sendable {
                 throw unreachable(error, attempts: attempt)
             } catch is CancellationError {
                 throw CancellationError()
+            } catch let error as StorageError {
+                throw error  // a local file that could not be read or written
             } catch {
                 throw unusable("\(what) failed: \(error)")
             }
@@ -144,32 +151,18 @@ final class S3Client: Sendable {
         return (url, host, path)
     }
 
-    private func signed(_ request: S3Request) -> URLRequest {
+    private func signed(_ request: S3Request, payloadHash: String) -> S3HTTPRequest {
         let (url, host, path) = target(request)
-        // Every body is in memory (at most one part), so it is always signed rather than sent UNSIGNED-PAYLOAD.
-        let payloadHash: String
-        switch request.body {
-        case .empty: payloadHash = SigV4.emptyPayloadHash
-        case .data(let data): payloadHash = SigV4.hexSHA256(data)
-        }
         let signature = signer.sign(
             SigV4Request(
                 method: request.method, path: path, query: request.query,
-                // Content-Type stays unsigned: libcurl may rewrite it, and S3 does not ask for it.
+                // Content-Type stays unsigned, as S3 does not ask for it.
                 headers: [("host", host)] + request.headers.filter { $0.name.lowercased() != "content-type" },
                 payloadHash: payloadHash),
             at: Date())
-        var urlRequest = URLRequest(url: url)
-        urlRequest.httpMethod = request.method
-        for (name, value) in request.headers + signature.addedHeaders {
-            urlRequest.setValue(value, forHTTPHeaderField: name)
-        }
-        if case .empty = request.body {
-        } else if urlRequest.value(forHTTPHeaderField: "Content-Type") == nil {
-            // Otherwise libcurl labels every body as a submitted form.
-            urlRequest.setValue("application/octet-stream", forHTTPHeaderField: "Content-Type")
-        }
-        return urlRequest
+        // No Content-Type unless the request names one (as aws s3 cp): S3 then stores binary/octet-stream, and
+        // moto's server reads an untyped body a third faster than one labelled application/octet-stream.
+        return S3HTTPRequest(method: request.method, url: url, headers: request.headers + signature.addedHeaders)
     }
 
     private func backoff(_ attempt: Int) async throws {

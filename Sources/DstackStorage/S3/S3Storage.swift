@@ -1,8 +1,5 @@
 import Foundation
 import Logging
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 
 /// `Storage` in an S3 bucket, on AWS or any S3-compatible server, at `s3://bucket/prefix`.
 ///
@@ -116,13 +113,8 @@ public final class S3Storage: Storage {
             throw StorageError.refused("cannot read '\(file.path)' to upload it: \(error.localizedDescription)")
         }
         if size <= Int64(client.tuning.minimumPartSize) {
-            let data: Data
-            do {
-                data = try Data(contentsOf: file)
-            } catch {
-                throw StorageError.refused("cannot read '\(file.path)' to upload it: \(error.localizedDescription)")
-            }
-            _ = try await client.send(S3Request(method: "PUT", key: fullKey, body: .data(data)))
+            let body: S3Body = size == 0 ? .data(Data()) : .file(file, offset: 0, length: size)
+            _ = try await client.send(S3Request(method: "PUT", key: fullKey, body: body))
         } else {
             try await uploadMultipart(file: file, size: size, fullKey: fullKey)
         }

@@ -186,6 +186,28 @@ enum SigV4 {
         hex(SHA256.hash(data: data))
     }
 
+    /// The lower-case hex SHA-256 and the CRC-32 of `length` bytes of `file` from `offset`, read a chunk at a time
+    /// (a part's payload hash and checksum, without the part in memory); a file that ends early is a
+    /// `StorageError.refused`.
+    static func digests(file: URL, offset: Int64, length: Int64) throws -> (sha256: String, crc32: CRC32) {
+        let reader = try FileRangeReader(path: file.path)
+        var sha256 = SHA256()
+        var crc32 = CRC32()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: Int(min(Int64(HTTPClientTransport.chunkSize), max(1, length))), alignment: 16)
+        defer { buffer.deallocate() }
+        var position = offset
+        while position < offset + length {
+            let wanted = Int(min(Int64(buffer.count), offset + length - position))
+            let chunk = UnsafeMutableRawBufferPointer(rebasing: buffer[..<wanted])
+            guard try reader.read(into: chunk, at: position) == wanted else { throw reader.shrank }
+            sha256.update(bufferPointer: UnsafeRawBufferPointer(chunk))
+            crc32.update(UnsafeRawBufferPointer(chunk))
+            position += Int64(wanted)
+        }
+        return (hex(sha256.finalize()), crc32)
+    }
+
     /// Lower-case hex of any byte sequence (digests, MACs).
     static func hex<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         let digits = Array("0123456789abcdef".utf8)
