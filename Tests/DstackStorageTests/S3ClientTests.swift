@@ -158,6 +158,27 @@ struct S3ClientTests {
         #expect(sent[2].value(forHTTPHeaderField: "If-None-Match") == nil)
     }
 
+    @Test("a server that refuses checksums gets the multipart upload without them")
+    func multipartWithoutChecksums() async throws {
+        let transport = ScriptedTransport([
+            .respond(400, s3Error("InvalidArgument", "x-amz-checksum-algorithm is not supported")),
+            .respond(200, "<InitiateMultipartUploadResult><UploadId>u1</UploadId></InitiateMultipartUploadResult>"),
+            .respond(200, "", ["etag": "\"e1\""]),
+            .respond(200, "", ["etag": "\"e2\""]),
+            .respond(200, "<CompleteMultipartUploadResult></CompleteMultipartUploadResult>"),
+        ])
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-s3-parts-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: file) }
+        try Data(count: 9 * 1024 * 1024).write(to: file)
+        try await storage(transport).upload(from: file, to: "big")
+        let sent = transport.requests
+        #expect(sent.map(\.method) == ["POST", "POST", "PUT", "PUT", "POST"])
+        #expect(sent[0].value(forHTTPHeaderField: "x-amz-checksum-algorithm") == "CRC32")
+        #expect(sent[1].value(forHTTPHeaderField: "x-amz-checksum-algorithm") == nil)
+        #expect(sent[2].value(forHTTPHeaderField: "x-amz-checksum-crc32") == nil)
+        #expect(sent[3].value(forHTTPHeaderField: "x-amz-checksum-crc32") == nil)
+    }
+
     @Test("addressing: an endpoint is path-style; AWS is virtual-hosted, or path-style for dotted bucket names")
     func addressing() async throws {
         let endpoint = ScriptedTransport([.respond(200, "x")])

@@ -25,8 +25,17 @@ extension S3Storage {
         // Each part carries its CRC-32, as aws s3 cp's do. Without a declared algorithm, servers may compute a
         // full-object checksum at completion instead: moto copies and checksums the whole object then (1.4 s of
         // its CPU for 1 GiB, in a single thread, after the last part).
-        let started = try await client.send(
-            S3Request(method: "POST", key: fullKey, query: [("uploads", "")], headers: [("x-amz-checksum-algorithm", "CRC32")]))
+        // A server that does not know checksums (older S3-compatible ones) refuses the header: start again without.
+        let refusals: Set<String> = ["NotImplemented", "InvalidArgument", "InvalidRequest"]
+        var started = try await client.send(
+            S3Request(method: "POST", key: fullKey, query: [("uploads", "")], headers: [("x-amz-checksum-algorithm", "CRC32")]),
+            accepting: refusals)
+        var checksums = true
+        if !(200..<300).contains(started.status) {
+            client.logger.debug("s3: the server refused a CRC-32 checksum (\(S3ErrorInfo(started).code)); uploading without")
+            checksums = false
+            started = try await client.send(S3Request(method: "POST", key: fullKey, query: [("uploads", "")]))
+        }
         guard let uploadId = S3XMLElement.parse(started.body)?.text(of: "UploadId"), !uploadId.isEmpty else {
             throw client.unusable("starting a multipart upload of \(client.describe(fullKey)) returned no upload id")
         }
@@ -34,8 +43,9 @@ extension S3Storage {
             "s3: uploading '\(fullKey)' in \(partCount) parts of \(partSize) bytes, \(min(inFlight, partCount)) at a time")
 
         do {
-            let upload = { @Sendable (number: Int) async throws -> StoredPart in
-                try await self.uploadPart(number, of: file, partSize: partSize, size: size, fullKey: fullKey, uploadId: uploadId)
+            let upload = { @Sendable [checksums] (number: Int) async throws -> StoredPart in
+                try await self.uploadPart(number, of: file, partSize: partSize, size: size, fullKey: fullKey, uploadId: uploadId,
+                                          checksum: checksums)
             }
             // Results are a class, not a tuple: Swift 6.3.1's release builds miscompile task groups of
             // non-trivial values (see Workspace.probePool).
@@ -73,7 +83,7 @@ extension S3Storage {
     }
 
     private func uploadPart(
-        _ number: Int, of file: URL, partSize: Int, size: Int64, fullKey: String, uploadId: String
+        _ number: Int, of file: URL, partSize: Int, size: Int64, fullKey: String, uploadId: String, checksum withChecksum: Bool
     ) async throws -> StoredPart {
         try await client.tuning.beforePart?(number)
         let offset = Int64(number - 1) * Int64(partSize)
@@ -84,18 +94,18 @@ extension S3Storage {
         let response = try await client.send(
             S3Request(
                 method: "PUT", key: fullKey, query: [("partNumber", "\(number)"), ("uploadId", uploadId)],
-                headers: [("x-amz-checksum-crc32", checksum)], body: .file(file, offset: offset, length: length),
+                headers: withChecksum ? [("x-amz-checksum-crc32", checksum)] : [], body: .file(file, offset: offset, length: length),
                 payloadHash: digests.sha256))
         guard let etag = response.headers["etag"] else {
             throw client.unusable("part \(number) of \(client.describe(fullKey)) was stored without an ETag")
         }
-        return StoredPart(number: number, etag: etag, checksum: checksum)
+        return StoredPart(number: number, etag: etag, checksum: withChecksum ? checksum : nil)
     }
 
     private func complete(fullKey: String, uploadId: String, parts: [Int: StoredPart]) async throws {
         let parts = parts.keys.sorted().map { parts[$0]! }.map {
             "<Part><PartNumber>\($0.number)</PartNumber><ETag>\(S3XMLElement.escape($0.etag))</ETag>"
-                + "<ChecksumCRC32>\($0.checksum)</ChecksumCRC32></Part>"
+                + ($0.checksum.map { "<ChecksumCRC32>\($0)</ChecksumCRC32>" } ?? "") + "</Part>"
         }.joined()
         let document = "<CompleteMultipartUpload xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\(parts)</CompleteMultipartUpload>"
         let request = S3Request(
@@ -121,10 +131,10 @@ extension S3Storage {
 final class StoredPart: Sendable {
     let number: Int
     let etag: String
-    /// The part's CRC-32 in base64.
-    let checksum: String
+    /// The part's CRC-32 in base64, when the upload carries checksums.
+    let checksum: String?
 
-    init(number: Int, etag: String, checksum: String) {
+    init(number: Int, etag: String, checksum: String?) {
         self.number = number
         self.etag = etag
         self.checksum = checksum
