@@ -345,6 +345,7 @@ public actor Coordinator {
                     progress.grant = grant
                     await self.granted(job, on: member, grant: grant, logStart: logStart)
                 case .launched:
+                    progress.launched = true
                     await self.started(job, runner: member.info.name)
                     progress.watchdog = self.watchdog(job, runner: runner)
                     if await self.isStopping() { try? await runner.stop(jobId: job.id) }
@@ -356,7 +357,8 @@ public actor Coordinator {
         } catch where isConnectionProblem(error) {
             if let grant = progress.grant {
                 // The attempt is recorded: go on with it, following it if it was launched.
-                let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: true)
+                sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); reconnecting, the job goes on there"))
+                let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: true, announced: progress.launched)
                 await finish(job, on: member, grant: grant, outcome)
             } else if progress.sent {
                 // The runner may have taken a slot, even launched the job: ask it again.
@@ -459,7 +461,8 @@ public actor Coordinator {
     /// A dropped connection never reruns anything: after reconnecting, a job already launched is followed, and
     /// artifacts are collected again (storing them is idempotent). Only a runner unreachable past `lostTimeout`
     /// makes the attempt lost.
-    nonisolated private func attempt(_ job: PlannedJob, on member: PoolMember, gpus: [Int], resuming: Bool) async -> Outcome {
+    nonisolated private func attempt(_ job: PlannedJob, on member: PoolMember, gpus: [Int], resuming: Bool,
+                                     announced: Bool = false) async -> Outcome {
         let runner = member.runner
         var watchdog: Task<Void, Never>?
         defer { watchdog?.cancel() }
@@ -484,8 +487,10 @@ public actor Coordinator {
             guard let launchedHere else { return .lost("\(member.info.name) unreachable for \(Int(lostTimeout)) s") }
             let logStart = try await attemptLogStart(job, fresh: !resuming)
             if !launchedHere { return .stopped("the run was stopped before the job started") }
-            await started(job, runner: member.info.name)
-            watchdog = self.watchdog(job, runner: runner)
+            if !announced {
+                await started(job, runner: member.info.name)
+                watchdog = self.watchdog(job, runner: runner)
+            }
             let exit: JobExit
             switch try await followSurvivingDrops(job, on: member, logStart: logStart) {
             case .exited(let e): exit = e
@@ -775,12 +780,17 @@ public actor Coordinator {
 final class StartProgress: @unchecked Sendable {
     private let lock = NSLock()
     private var _sent = false
+    private var _launched = false
     private var _grant: SlotGrant?
     private var _watchdog: Task<Void, Never>?
 
     var sent: Bool {
         get { lock.withLock { _sent } }
         set { lock.withLock { _sent = newValue } }
+    }
+    var launched: Bool {
+        get { lock.withLock { _launched } }
+        set { lock.withLock { _launched = newValue } }
     }
     var grant: SlotGrant? {
         get { lock.withLock { _grant } }
