@@ -218,6 +218,8 @@ enum RunnerScripts {
 
     /// The end of both tree builds: publish the tree built in `b` (with its manifest in `b.manifest`) as `id`.
     static let treePublish = #"""
+    # A link whose tree is gone (removed by hand) is replaced.
+    [ -L "$id" ] && [ ! -d "$id/" ] && rm -f "$id" "$id.manifest"
     if ln -s "$b" "$id" 2>/dev/null; then
       mv -f "$b.manifest" "$id.manifest"
       echo "$id" > latest.tmp.$3 && mv -f latest.tmp.$3 latest

@@ -124,8 +124,7 @@ public final class SSHRunner: Runner, Sendable {
     var objectRecord: URL? {
         guard let local = config.localObjects else { return nil }
         let key = "\(config.ssh.user)@\(config.ssh.host):\(config.ssh.port):\(workdir)".utf8.map { c -> Character in
-            let ok = (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x2D
-            return ok ? Character(UnicodeScalar(c)) : "_"
+            Self.isNameByte(c) ? Character(UnicodeScalar(c)) : "_"
         }
         return local.deletingLastPathComponent().appendingPathComponent("ssh-objects").appendingPathComponent(String(key))
     }
@@ -298,6 +297,11 @@ public final class SSHRunner: Runner, Sendable {
 
     public func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
                       output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
+        try await start(request, events: events, output: output, treeBuilt: false)
+    }
+
+    func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
+               output: @escaping @Sendable (Data) async throws -> Void, treeBuilt: Bool) async throws -> StartOutcome {
         let job = request.launch
         // A container's `--gpus` needs the GPUs before the script runs: such jobs go step by step.
         if job.image != nil, request.gpuCount > 0 { return try await startStepwise(self, request, events: events, output: output) }
@@ -359,12 +363,12 @@ public final class SSHRunner: Runner, Sendable {
         switch status {
         case 3 where !granted, 4 where !granted:
             return .busy
-        case 5 where !granted:
+        case 5 where !granted && !treeBuilt:
             // The tree went (removed as unused, or never built by this coordinator): build it, then go on.
             try await prepareTree(request.snapshot)
             var again = request
             again.cleanup = []
-            return try await start(again, events: events, output: output)
+            return try await start(again, events: events, output: output, treeBuilt: true)
         case 0:
             guard let exitCode, let code = Int32(exitCode) else {
                 throw RunnerError.job(jobId: job.jobId, reason: "cannot read its exit status on \(name): \(detail)")
@@ -382,10 +386,12 @@ public final class SSHRunner: Runner, Sendable {
 
     /// True for a name that is one plain path component (a job id), safe to remove under `jobs/`.
     static func isPlainName(_ name: String) -> Bool {
-        !name.isEmpty && name != "." && name != ".."
-            && name.utf8.allSatisfy { c in
-                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
-            }
+        !name.isEmpty && name != "." && name != ".." && name.utf8.allSatisfy(isNameByte)
+    }
+
+    /// An ASCII letter or digit, `.`, `_` or `-`.
+    static func isNameByte(_ c: UInt8) -> Bool {
+        (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
     }
 
     public func cleanup(jobIds: [String]) async throws {

@@ -177,6 +177,16 @@ import Testing
         #expect(jobs.isEmpty, "\(jobs)")
         let locks = try FileManager.default.contentsOfDirectory(atPath: work.appendingPathComponent("locks").path)
         #expect(locks.isEmpty, "\(locks)")
+
+        // A tree removed by hand behind its link is built again, not waited for.
+        let trees = work.appendingPathComponent("trees")
+        let id = try String(contentsOf: trees.appendingPathComponent("latest"), encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let target = try FileManager.default.destinationOfSymbolicLink(atPath: trees.appendingPathComponent(id).path)
+        try FileManager.default.removeItem(at: trees.appendingPathComponent(target))
+        let third = try box.dstack(["run", "b", "--no-cache"], environment: bed.environment)
+        #expect(third.status == 0, "\(third.output)")
+        #expect(third.stdout.contains("b | second"), "\(third.output)")
     }
 
     /// This machine remembers which objects it sent a runner, so a re-sync lists nothing; a runner that lost them
