@@ -84,7 +84,7 @@ extension Workspace {
     public func probePool() async -> [(runner: any Runner, result: Result<RunnerInfo, any Error>)] {
         // Each child hands back a reference: with the Result itself as the child's value (a tuple of an index
         // and Result<RunnerInfo, any Error>), Swift 6.3.1 release builds read garbage and trapped.
-        let outcomes = runners.map { _ in ProbeOutcome() }
+        let outcomes = runners.map { _ in LockedValue<Result<RunnerInfo, any Error>>(.failure(CoreError.infrastructure("not probed"))) }
         await withTaskGroup(of: Void.self) { group in
             for (runner, outcome) in zip(runners, outcomes) {
                 group.addTask {
@@ -268,14 +268,4 @@ extension Workspace {
         }
         return final
     }
-}
-
-/// One probe's result, filled by its child task.
-final class ProbeOutcome: @unchecked Sendable {
-    // Written once by one child task and read after the group has finished: the lock makes that explicit.
-    private let lock = NSLock()
-    private var value: Result<RunnerInfo, any Error> = .failure(CoreError.infrastructure("not probed"))
-
-    func set(_ result: Result<RunnerInfo, any Error>) { lock.withLock { value = result } }
-    func get() -> Result<RunnerInfo, any Error> { lock.withLock { value } }
 }

@@ -126,22 +126,35 @@ enum RunnerScripts {
     static let follow = #"""
     cd "$1" || exit 98
     off=$2
+    """# + "\n" + followLoop + "\n" + #"""
+    cat exit >&2
+    exit 0
+    """#
+
+    /// In a job's directory, from byte `off` of its log: streams the log as it grows until the job wrote its exit
+    /// code (then leaves the loop), or exits 99 when the job's process is gone without one. Naps of 10 ms growing
+    /// to 200 ms: a short job is seen finished at once, a long one costs a few processes a second.
+    static let followLoop = #"""
+    nap=0.01
     while :; do
       finished=""
       [ -f exit ] && finished=1
       size=$(wc -c < log 2>/dev/null || echo 0)
       if [ "$size" -gt "$off" ]; then
         tail -c +$((off + 1)) log | head -c $((size - off))
-        off=$size
+        off=$size nap=0.05
         continue
       fi
-      if [ -n "$finished" ]; then cat exit >&2; exit 0; fi
-      if [ -f pid ] && ! kill -0 "$(cat pid)" 2>/dev/null; then
+      [ -n "$finished" ] && break
+      pid=""
+      { read -r pid < pid; } 2>/dev/null
+      if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
         sleep 0.3
         [ -f exit ] && continue
         exit 99
       fi
-      sleep 0.2
+      sleep $nap
+      case $nap in 0.01) nap=0.02 ;; 0.02) nap=0.05 ;; 0.05) nap=0.1 ;; *) nap=0.2 ;; esac
     done
     """#
 
@@ -279,27 +292,8 @@ enum RunnerScripts {
         # it nobody's child here, so a wrapper killed outright is seen gone (not a zombie of this shell).
         (setsid /bin/sh launch.sh "$PWD" "$wd" </dev/null >/dev/null 2>&1 &)
         echo "dstack:launched" >&2
-        off=0 nap=0.01
-        while :; do
-          finished=""
-          [ -f exit ] && finished=1
-          size=$(wc -c < log)
-          if [ "$size" -gt "$off" ]; then
-            tail -c +$((off + 1)) log | head -c $((size - off))
-            off=$size nap=0.05
-            continue
-          fi
-          [ -n "$finished" ] && break
-          pid=""
-          { read -r pid < pid; } 2>/dev/null
-          if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-            sleep 0.3
-            [ -f exit ] && continue
-            exit 99
-          fi
-          sleep $nap
-          case $nap in 0.01) nap=0.02 ;; 0.02) nap=0.05 ;; 0.05) nap=0.1 ;; *) nap=0.2 ;; esac
-        done
+        off=0
+        """# + "\n" + followLoop + "\n" + #"""
         code=""
         read -r code < exit
         echo "dstack:exit $code" >&2

@@ -260,7 +260,7 @@ public final class SSHRunner: Runner, Sendable {
     func buildTreeFromTar(_ snapshot: Snapshot, objects local: String) async throws {
         let token = String(UUID().uuidString.prefix(8))
         let pipe = Pipe()
-        let writerFailure = WriterFailure()
+        let writerFailure = LockedValue<String?>(nil)
         let files = snapshot.files
         let manifest = Data(Self.manifest(files).utf8)
         let output = pipe.fileHandleForWriting
@@ -541,15 +541,6 @@ actor SSHConnection {
         await current?.close()
         current = nil
     }
-}
-
-/// What the tar writer thread failed with, if anything.
-final class WriterFailure: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: String?
-
-    func set(_ text: String) { lock.withLock { value = text } }
-    func get() -> String? { lock.withLock { value } }
 }
 
 /// One existing artifact path as `RunnerScripts.inspectArtifacts` describes it.
