@@ -4,6 +4,7 @@ import DstackModel
 import DstackRunners
 import DstackStorage
 import Foundation
+import Logging
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -45,6 +46,14 @@ public struct DstackCommand: AsyncParsableCommand {
                 Foundation.exit(0)
             }
             var command = try parseAsRoot(Run.hoistingOptions(movingGlobalOptions(Array(CommandLine.arguments.dropFirst()))))
+            if globalOptions(of: command)?.verbose == true {
+                // Before any logger exists: storage and runners make theirs when the workspace opens.
+                LoggingSystem.bootstrap { label in
+                    var handler = StreamLogHandler.standardError(label: label)
+                    handler.logLevel = .debug
+                    return handler
+                }
+            }
             if var asyncCommand = command as? AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -82,6 +91,14 @@ public struct DstackCommand: AsyncParsableCommand {
         default: return nil
         }
     }
+}
+
+/// The options every command shares, as parsed into `command` (nil for the root, which has none).
+func globalOptions(of command: any ParsableCommand) -> GlobalOptions? {
+    for child in Mirror(reflecting: command).children {
+        if let group = child.value as? OptionGroup<GlobalOptions> { return group.wrappedValue }
+    }
+    return nil
 }
 
 /// Lets global options stand before the subcommand (`dstack -C dir run train`), where ArgumentParser expects them
@@ -123,7 +140,7 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .customLong("accept-new-host-keys"), help: "Record the host keys of runners not yet in ~/.ssh/known_hosts (a changed key is always refused).")
     var acceptNewHostKeys = false
 
-    @Flag(name: .shortAndLong, help: "Say what is being done to storage and runners.")
+    @Flag(name: .shortAndLong, help: "Log what is being done to storage and runners (each S3 request, SSH connection...) on stderr.")
     var verbose = false
 
     func workspace(maxJobs: Int? = nil) throws -> Workspace {

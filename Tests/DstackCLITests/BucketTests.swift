@@ -92,8 +92,14 @@ struct BucketError: Error, CustomStringConvertible {
         let logs = try bob.dstack(["logs", aliceRun, "train"], environment: env)
         #expect(logs.stdout.contains("epoch 1 loss"))
 
+        // -v logs each request on stderr, and the request log names no secret either.
+        let verbose = try bob.dstack(["-v", "tags", "list"], environment: env)
+        #expect(verbose.status == 0, "\(verbose.output)")
+        #expect(verbose.stderr.contains("s3: GET"), "\(verbose.stderr)")
+        #expect(!verbose.stdout.contains("s3: "))
+
         // The secret appears in no output and no stored record.
-        for output in [first.output, second.output, list.output, tags.output, artifacts.output, logs.output] {
+        for output in [first.output, second.output, list.output, tags.output, artifacts.output, logs.output, verbose.output] {
             #expect(!output.contains(Bucket.secret))
         }
         let storage = try S3Storage(url: "s3://\(bucket.name)/team", endpoint: bucket.endpoint, environment: env,
