@@ -174,6 +174,23 @@ struct S3PartDigestTests {
         let text = Array("The quick brown fox jumps over the lazy dog".utf8)
         #expect(crc([text]).value == 0x414F_A339)
         #expect(crc([Array(text[..<3]), Array(text[3..<20]), Array(text[20...])]).value == 0x414F_A339)
+
+        // Long input in uneven chunks against the bit-at-a-time definition.
+        let long = (0..<100_003).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) }
+        var reference: UInt32 = 0xFFFF_FFFF
+        for byte in long {
+            reference ^= UInt32(byte)
+            for _ in 0..<8 { reference = reference & 1 != 0 ? (reference >> 1) ^ 0xEDB8_8320 : reference >> 1 }
+        }
+        var chunks: [[UInt8]] = []
+        var start = 0
+        for size in [1, 15, 16, 17, 4_095, 33, 65_536] where start < long.count {
+            chunks.append(Array(long[start..<min(long.count, start + size)]))
+            start += size
+        }
+        chunks.append(Array(long[start...]))
+        #expect(crc(chunks).value == ~reference)
+        #expect(crc([long]).value == ~reference)
     }
 
     @Test("a range of a file: the digests of exactly those bytes; a file that ends early is refused")

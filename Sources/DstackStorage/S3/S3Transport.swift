@@ -65,8 +65,12 @@ protocol S3Transport: Sendable {
 /// Bodies are streamed both ways in chunks of `chunkSize`: a file range is read with `pread` as the connection takes
 /// it, and a download is written to its file as it arrives, so no transfer is ever whole in memory.
 final class HTTPClientTransport: S3Transport {
-    /// The size of the chunks read from a file for a request body.
-    static let chunkSize = 1024 * 1024
+    /// The size of the chunks read from a file for a request body (and to hash a part).
+    ///
+    /// Under the 1 MiB from which `DstackCommand.main` has glibc map allocations afresh: 1 MiB chunks were each a new
+    /// mapping, faulted in and zeroed page by page, a third of the upload's system time (1 GiB to moto: 2.5 s of
+    /// CPU with 1 MiB chunks, 2.1 s with 256 KiB ones; docs/benchmarks.md).
+    static let chunkSize = 256 * 1024
 
     private let client: HTTPClient
 
