@@ -109,6 +109,58 @@ struct BucketError: Error, CustomStringConvertible {
         #expect(!runJSON.contains(Bucket.secret))
     }
 
+    /// The keys under a storage root with run names and hashes blanked out, which differ from one storage to another.
+    func shape(of storage: any Storage, runs: [String]) async throws -> Set<String> {
+        let hash = try Regex("[0-9a-f]{12,}")
+        return Set(try await storage.list(prefix: "").map { object in
+            var key = object.key
+            for run in runs { key = key.replacingOccurrences(of: run, with: "RUN") }
+            return key.replacing(hash, with: "HASH")
+        })
+    }
+
+    @Test func aBucketHoldsWhatADirectoryWouldWhicheverWayItIsNamed() async throws {
+        let bucket = try Bucket("dstack-layout")
+        defer { bucket.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("""
+        workflows:
+          - name: prep
+            commands: [mkdir -p data, echo rows > data/rows.txt]
+            artifacts: [data]
+          - name: train
+            depends-on: [prep]
+            commands: [cat data/rows.txt]
+        """)
+        // The same run, tagged, in a storage directory...
+        let local = try box.dstack(["run", "train", "-t", "first"])
+        #expect(local.status == 0, "\(local.output)")
+        let expected = try await shape(of: DirectoryStorage(root: box.storage), runs: [try box.lastRun()])
+        #expect(expected.contains { $0.hasPrefix("project/tags/") }, "\(expected)")
+
+        // ...then in the bucket named by --storage (no $DSTACK_STORAGE)...
+        var env = box.environment.merging(bucket.environment()) { $1 }
+        env.removeValue(forKey: "DSTACK_STORAGE")
+        let flagURL = "s3://\(bucket.name)/by-flag"
+        let byFlag = try Sandbox.run([Sandbox.binary, "run", "train", "-t", "first", "--storage", flagURL], in: box.project, environment: env)
+        #expect(byFlag.status == 0, "\(byFlag.output)")
+        let flagRun = try box.lastRun(bucket.environment().merging(["DSTACK_STORAGE": flagURL]) { $1 })
+        let flagStorage = try S3Storage(url: flagURL, endpoint: bucket.endpoint, environment: env, homeDirectory: box.root)
+        #expect(try await shape(of: flagStorage, runs: [flagRun]) == expected)
+
+        // ...and in the bucket named by storage: and endpoint: in .dstack/config.yaml (no $AWS_ENDPOINT_URL either).
+        let configURL = "s3://\(bucket.name)/by-config"
+        try box.write(".dstack/config.yaml", "storage: \(configURL)\nendpoint: \(bucket.endpoint)\n")
+        env.removeValue(forKey: "AWS_ENDPOINT_URL")
+        let byConfig = try Sandbox.run([Sandbox.binary, "run", "train", "-t", "first"], in: box.project, environment: env)
+        #expect(byConfig.status == 0, "\(byConfig.output)")
+        let listed = try Sandbox.run([Sandbox.binary, "status", "--json"], in: box.project, environment: env)
+        let configRun = try #require((try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [[String: Any]])?.first?["name"] as? String)
+        let configStorage = try S3Storage(url: configURL, endpoint: bucket.endpoint, environment: env, homeDirectory: box.root)
+        #expect(try await shape(of: configStorage, runs: [configRun]) == expected)
+    }
+
     @Test func aHundredMegabyteArtifactRoundTripsByteForByte() throws {
         let bucket = try Bucket("dstack-big")
         defer { bucket.stop() }
