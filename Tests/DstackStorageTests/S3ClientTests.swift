@@ -170,9 +170,17 @@ struct S3ClientTests {
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-s3-parts-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: file) }
         try Data(count: 9 * 1024 * 1024).write(to: file)
-        try await storage(transport).upload(from: file, to: "big")
+        let capture = S3LogCapture()
+        try await storage(transport, capture: capture).upload(from: file, to: "big")
         let sent = transport.requests
         #expect(sent.map(\.method) == ["POST", "POST", "PUT", "PUT", "POST"])
+        // The request log (dstack -v) says what each request was.
+        let log = capture.all.filter { $0.hasPrefix("debug s3: ") && $0.contains(" -> ") }.map { $0.split(separator: " -> ")[0] }
+        let said = log.map { String($0.dropFirst("debug s3: ".count)) }
+        #expect(said.count == 5, "\(capture.all)")
+        #expect(said.prefix(2) == ["POST 'prefix/big' (start multipart upload)", "POST 'prefix/big' (start multipart upload)"])
+        #expect(Set(said.dropFirst(2).prefix(2)) == ["PUT 'prefix/big' part 1", "PUT 'prefix/big' part 2"])  // in parallel
+        #expect(said.last == "POST 'prefix/big' (complete multipart upload)")
         #expect(sent[0].value(forHTTPHeaderField: "x-amz-checksum-algorithm") == "CRC32")
         #expect(sent[1].value(forHTTPHeaderField: "x-amz-checksum-algorithm") == nil)
         #expect(sent[2].value(forHTTPHeaderField: "x-amz-checksum-crc32") == nil)

@@ -59,7 +59,7 @@ final class S3Client: Sendable {
     /// Returns any 2xx response, and any response whose S3 error code is in `accepting` (`NoSuchKey`,
     /// `PreconditionFailed`...); every other outcome is thrown as a `StorageError`.
     func send(_ request: S3Request, accepting: Set<String> = []) async throws -> S3HTTPResponse {
-        let what = "\(request.method) \(describe(request.key))"
+        let what = "\(request.method) \(describe(request.key))\(Self.operation(request))"
         // Every body is signed rather than sent UNSIGNED-PAYLOAD; a file range is hashed once, read in chunks.
         let payloadHash: String
         switch request.body {
@@ -114,6 +114,19 @@ final class S3Client: Sendable {
             reason = reason.replacingOccurrences(of: secret, with: "<redacted>")
         }
         return .unusable(location: configuration.location, reason: reason)
+    }
+
+    /// What a request's query makes of it, for the request log: `" part 3"`, `" (list 'runs/')"`...
+    static func operation(_ request: S3Request) -> String {
+        let query = Dictionary(request.query.map { ($0.name, $0.value) }, uniquingKeysWith: { first, _ in first })
+        if let part = query["partNumber"] { return " part \(part)" }
+        if query["uploads"] != nil { return request.method == "POST" ? " (start multipart upload)" : " (list multipart uploads)" }
+        if query["uploadId"] != nil {
+            return request.method == "POST" ? " (complete multipart upload)" : request.method == "DELETE" ? " (abort multipart upload)" : ""
+        }
+        if query["list-type"] != nil { return " (list '\(query["prefix"] ?? "")')" }
+        if query["delete"] != nil { return " (delete several)" }
+        return ""
     }
 
     /// `'key'` for an object, `bucket 'name'` for the bucket, for messages.
