@@ -60,8 +60,29 @@ public final class SSHRunner: Runner, Sendable {
 
     /// Runs one of the runner scripts with `arguments` as its positional parameters.
     func script(_ text: String, _ arguments: [String], stdin: Data? = nil) async throws -> ExecResult {
-        let command = "sh -c " + shellQuote(text) + " dstack " + arguments.map(shellQuote).joined(separator: " ")
-        return try await connection.session().exec(command, stdin: stdin)
+        if let stdin {
+            return try await connection.session().exec(Self.commandLine(text, arguments), stdin: stdin)
+        }
+        let (command, input) = Self.remoteScript(text, arguments)
+        return try await connection.session().exec(command, stdin: input)
+    }
+
+    /// `sh -c TEXT dstack ARGUMENTS...`, each quoted.
+    static func commandLine(_ text: String, _ arguments: [String]) -> String {
+        "sh -c " + shellQuote(text) + " dstack " + arguments.map(shellQuote).joined(separator: " ")
+    }
+
+    /// The longest command line sent as one: sshd hands the whole line to the login shell as a single argument,
+    /// which Linux caps at 128 KiB (MAX_ARG_STRLEN), and `sh -c` gets the script as another.
+    static let longestCommandLine = 64 * 1024
+
+    /// How to run `text` with `arguments` as `$1`...: as one command line, or, past `longestCommandLine` (a job
+    /// with long commands or a large environment), a short one that reads the script and its arguments from stdin.
+    static func remoteScript(_ text: String, _ arguments: [String]) -> (command: String, stdin: Data?) {
+        let command = commandLine(text, arguments)
+        guard command.utf8.count > longestCommandLine else { return (command, nil) }
+        let script = "set -- " + arguments.map(shellQuote).joined(separator: " ") + "\n" + text
+        return (commandLine("eval \"$(cat)\"", []), Data(script.utf8))
     }
 
     func failure(_ what: String, _ result: ExecResult) -> RunnerError {
@@ -153,7 +174,7 @@ public final class SSHRunner: Runner, Sendable {
         let incoming = objects + "/.incoming-" + UUID().uuidString.prefix(8)
         // One exec: the missing contents arrive as one tar stream in an incoming folder and are moved into place
         // only once all arrived, so a dropped transfer never leaves a truncated object.
-        let adopt = "sh -c " + shellQuote(RunnerScripts.adoptObjects) + " dstack " + shellQuote(incoming)
+        let adopt = Self.commandLine(RunnerScripts.adoptObjects, [incoming])
         // Straight from the local objects folder (named by hash, never changed in place) when it has them all;
         // else staged under their hashes.
         if let local = config.localObjects,
@@ -281,8 +302,7 @@ public final class SSHRunner: Runner, Sendable {
             try? output.close()
         }
         thread.start()
-        let command = "sh -c " + shellQuote(RunnerScripts.buildTreeFromTar) + " dstack "
-            + [workdir, snapshot.id, token, ""].map(shellQuote).joined(separator: " ")
+        let command = Self.commandLine(RunnerScripts.buildTreeFromTar, [workdir, snapshot.id, token, ""])
         let result: ExecResult
         do {
             result = try await connection.session().exec(command, stdinFrom: pipe.fileHandleForReading, stdoutTo: nil)
@@ -317,7 +337,7 @@ public final class SSHRunner: Runner, Sendable {
         let arguments = [workdir, job.jobId, String(request.slots), request.gpus.map(String.init).joined(separator: " "),
                          String(request.gpuCount), request.owner, request.snapshot.id, job.workingDir,
                          request.exportGPUs ? "1" : "0", cleanup]
-        let command = "sh -c " + shellQuote(text) + " dstack " + arguments.map(shellQuote).joined(separator: " ")
+        let (command, input) = Self.remoteScript(text, arguments)
         await events(.sending)
         if let dependencies = request.dependencies {
             try await session.uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
@@ -328,7 +348,7 @@ public final class SSHRunner: Runner, Sendable {
         var exitCode: String?
         var released = false
         var errors: [String] = []
-        for try await event in session.execStream(command, idleTimeout: .some(nil)) {
+        for try await event in session.execStream(command, stdin: input, idleTimeout: .some(nil)) {
             switch event {
             case .output(.stdout, let data):
                 try await output(data)
@@ -425,7 +445,8 @@ public final class SSHRunner: Runner, Sendable {
         // Only the wrapper goes to the background (the braces): a backgrounded `a && b &` list would keep the
         // channel open, and this exec waiting, until the whole job ended.
         command += ": > log && { setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir) + " </dev/null >/dev/null 2>&1 & }\n"
-        let result = try await session.exec("sh -c " + shellQuote(command))
+        let (line, input) = Self.remoteScript(command, [])
+        let result = try await session.exec(line, stdin: input)
         guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
     }
 
@@ -440,7 +461,7 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
-        let command = "sh -c " + shellQuote(RunnerScripts.follow) + " dstack " + shellQuote(jobDir(jobId)) + " " + String(offset)
+        let command = Self.commandLine(RunnerScripts.follow, [jobDir(jobId), String(offset)])
         var exitText = Data()
         var status: Int32 = 0
         for try await event in try await connection.session().execStream(command, idleTimeout: .some(nil)) {

@@ -260,6 +260,20 @@ import Testing
         #expect(partial.stderr.contains("artifact 'nothere.bin' was not produced"), "\(partial.output)")
     }
 
+    /// More commands than fit on one command line (sshd passes it to the shell as one argument, capped at 128 KiB).
+    @Test func aJobWithCommandsLongerThanACommandLineRuns() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        let long = String(repeating: "y", count: 150_000)
+        try box.workflows("workflows:\n  - name: a\n    commands:\n      - \": \(long)\"\n      - echo after the long line\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+        let result = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output.prefix(2_000))")
+        #expect(result.stdout.contains("a | after the long line"), "\(result.stdout.prefix(2_000))")
+    }
+
     @Test func aJobNoRunnerCanEverFitIsRefusedBeforeAnythingRuns() throws {
         let bed = try SSHBed(1)
         defer { bed.stop() }
