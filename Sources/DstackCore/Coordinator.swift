@@ -292,12 +292,8 @@ public actor Coordinator {
         do {
             grant = try await runner.acquire(jobId: job.id, gpus: member.info.gpus.map(\.index), count: job.resources.gpu,
                                              slots: member.info.maxJobs, owner: owner)
-        } catch where isConnectionProblem(error) {
-            // The runner is down: leave it be for a while (it is used again once it answers) and put the job back.
-            unreachable(job, runner: member.info.name, error)
-            return
         } catch {
-            await finish(job, on: member, grant: nil, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
+            await failedBeforeStart(job, on: member, error)
             return
         }
         guard let grant else {
@@ -308,6 +304,16 @@ public actor Coordinator {
         if recordAttempt { began(job, on: member, grant: grant) } else { running[job.id] = member.runner }
         let outcome = await attempt(job, on: member, gpus: grant.gpus, resuming: checkLaunched)
         await finish(job, on: member, grant: grant, outcome)
+    }
+
+    /// A failure before the job got a slot: an unreachable runner is left be for a while (it is used again once it
+    /// answers) and the job put back; anything else fails the job.
+    private func failedBeforeStart(_ job: PlannedJob, on member: PoolMember, _ error: any Error) async {
+        if isConnectionProblem(error) {
+            unreachable(job, runner: member.info.name, error)
+        } else {
+            await finish(job, on: member, grant: nil, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
+        }
     }
 
     /// A fresh attempt through `Runner.start`: slot, directory, launch and log in one call (one remote command on
@@ -322,11 +328,8 @@ public actor Coordinator {
             try await ensureSynced(member)
             staging = try await stageDependencies(job)
             logStart = try await store.logSize(run: run.name, workflow: job.workflow)
-        } catch where isConnectionProblem(error) {
-            unreachable(job, runner: member.info.name, error)
-            return
         } catch {
-            await finish(job, on: member, grant: nil, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"))
+            await failedBeforeStart(job, on: member, error)
             return
         }
         let request = JobStart(launch: job.launch, snapshot: snapshot, gpus: member.info.gpus.map(\.index),
@@ -549,7 +552,7 @@ public actor Coordinator {
 
     /// Runs `body`, running it again after a dropped connection until the runner has been unreachable for
     /// `lostTimeout`; nil then.
-    nonisolated private func surviving<T: Sendable>(_ job: PlannedJob, _ member: PoolMember,
+    nonisolated private func surviving<T: Sendable>(_ job: PlannedJob, _ member: PoolMember, notice: String = "reconnecting",
                                                      _ body: () async throws -> T) async throws -> T? {
         var unreachableSince: Date?
         while true {
@@ -559,7 +562,7 @@ public actor Coordinator {
                 let since = unreachableSince ?? Date()
                 if unreachableSince == nil {
                     unreachableSince = since
-                    sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); reconnecting"))
+                    sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); \(notice)"))
                 }
                 if Date().timeIntervalSince(since) > lostTimeout { return nil }
                 try await Task.sleep(nanoseconds: 1_000_000_000)
@@ -575,28 +578,16 @@ public actor Coordinator {
     /// Follows the job's log into storage from where the stored log ends, so nothing is lost or doubled; when the
     /// connection drops, reconnects and goes on, until the runner has been unreachable for `lostTimeout`.
     nonisolated private func followSurvivingDrops(_ job: PlannedJob, on member: PoolMember, logStart: Int64) async throws -> FollowResult {
-        var unreachableSince: Date?
-        while true {
+        let exit: JobExit? = try await surviving(job, member, notice: "reconnecting, the job goes on there") {
             // The runner's log holds this attempt's output only; the stored log has earlier attempts' before it.
             let offset = max(0, try await store.logSize(run: run.name, workflow: job.workflow) - logStart)
-            do {
-                let exit = try await member.runner.follow(jobId: job.id, from: offset) { data in
-                    self.sink.emit(.output(workflow: job.workflow, data))
-                    try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
-                }
-                return .exited(exit)
-            } catch where isConnectionProblem(error) {
-                let since = unreachableSince ?? Date()
-                if unreachableSince == nil {
-                    unreachableSince = since
-                    sink.emit(.notice("[\(job.workflow)] connection to \(member.info.name) dropped (\(error)); reconnecting, the job goes on there"))
-                }
-                if Date().timeIntervalSince(since) > lostTimeout {
-                    return .lost("\(member.info.name) unreachable for \(Int(lostTimeout)) s: \(error)")
-                }
-                try await Task.sleep(nanoseconds: 1_000_000_000)
+            return try await member.runner.follow(jobId: job.id, from: offset) { data in
+                self.sink.emit(.output(workflow: job.workflow, data))
+                try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
             }
         }
+        guard let exit else { return .lost("\(member.info.name) unreachable for \(Int(lostTimeout)) s") }
+        return .exited(exit)
     }
 
     /// True for failures that say the runner cannot be reached, rather than that the job or its files are wrong.
