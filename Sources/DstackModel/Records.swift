@@ -49,6 +49,9 @@ public struct Attempt: Sendable, Codable, Hashable {
     public var reason: String?
     /// The size of the job's stored log when this attempt began: its own output starts there.
     public var logStart: Int64?
+    /// True while the attempt was sent to its runner but not yet granted a slot there (a busy runner's refusal
+    /// then removes it: it never ran).
+    public var pending: Bool?
 
     /// Creates an attempt that has just started.
     public init(runner: String, startedAt: Date) {

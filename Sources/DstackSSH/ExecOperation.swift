@@ -17,14 +17,15 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
     private var result = ExecResult(exitStatus: -1)
 
     init(
-        command: String, input: ChannelInput, output: ChannelOutput, bufferSize: Int, idleTimeout: Duration?,
-        completion: @escaping @Sendable (Result<ExecResult, SSHError>) -> Void
+        command: String, label: String? = nil, input: ChannelInput, output: ChannelOutput, bufferSize: Int,
+        idleTimeout: Duration?, completion: @escaping @Sendable (Result<ExecResult, SSHError>) -> Void
     ) {
         self.command = command
         self.input = input
         self.output = output
         buffer = .allocate(byteCount: bufferSize, alignment: 16)
-        let shown = command.count > 80 ? command.prefix(77) + "..." : command
+        let text = label ?? command
+        let shown = text.count > 80 ? text.prefix(77) + "..." : text
         super.init(label: "remote command '\(shown)'", idleTimeout: idleTimeout, completion: completion)
     }
 
@@ -119,6 +120,8 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
             do throws(SSHError) {
                 while !eofSent {
                     let bytes = try input.pending()
+                    // A queue with nothing to send yet: the loop comes back when more is queued (it is woken).
+                    if bytes.isEmpty && !input.reachedEnd { break }
                     if bytes.isEmpty && input.reachedEnd {
                         let rc = libssh2_channel_send_eof(channel)
                         if rc == LIBSSH2_ERROR_EAGAIN { break }
