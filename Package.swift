@@ -53,7 +53,7 @@ let package = Package(
             "DstackModel",
             "DstackSSH",
             .product(name: "Logging", package: "swift-log"),
-        ]),
+        ], resources: [.embedInCode("Scripts/python-env.sh")]),
         .target(name: "DstackCore", dependencies: [
             "DstackModel", "DstackStorage", "DstackRunners",
             .product(name: "Logging", package: "swift-log"),
@@ -66,7 +66,7 @@ let package = Package(
         ]),
         .executableTarget(name: "dstack", dependencies: ["DstackCLI"]),
 
-        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"]),
+        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackStorageTests", dependencies: ["DstackStorage"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackSSHTests", dependencies: ["DstackSSH"]),
         .testTarget(name: "DstackCoreTests", dependencies: ["DstackCore"]),

@@ -205,7 +205,7 @@ public actor Coordinator {
 
     /// Why no runner of the pool can ever take `job`, or nil when one can.
     private func unfit(_ job: PlannedJob) -> String? {
-        let misfits = pool.compactMap { $0.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil) }
+        let misfits = pool.compactMap { job.misfit(on: $0.info) }
         guard misfits.count == pool.count, let first = misfits.first else { return nil }
         return "no reachable runner fits it: it needs \(first)"
     }
@@ -216,7 +216,7 @@ public actor Coordinator {
         let now = Date()
         return pool
             .filter { member in
-                member.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil) == nil
+                job.misfit(on: member.info) == nil
                     && (active[member.info.name] ?? 0) < member.info.maxJobs
                     && (busyUntil[member.info.name].map { $0 < now } ?? true)
             }
@@ -332,7 +332,7 @@ public actor Coordinator {
             await failedBeforeStart(job, on: member, error)
             return
         }
-        let request = JobStart(launch: job.launch, snapshot: snapshot, gpus: member.info.gpus.map(\.index),
+        let request = JobStart(launch: job.launch(on: member.info), snapshot: snapshot, gpus: member.info.gpus.map(\.index),
                                gpuCount: job.resources.gpu, slots: member.info.maxJobs, owner: owner,
                                exportGPUs: !member.info.gpus.isEmpty, engine: member.info.engine,
                                dependencies: staging, cleanup: pendingCleanup.removeValue(forKey: member.info.name) ?? [])
@@ -477,7 +477,7 @@ public actor Coordinator {
                 try await ensureSynced(member)
                 try await runner.prepare(jobId: job.id, snapshot: snapshot)
                 try await placeDependencies(job, runner: runner)
-                var launch = job.launch
+                var launch = job.launch(on: member.info)
                 launch.gpus = gpus
                 // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
                 if !member.info.gpus.isEmpty {

@@ -108,6 +108,7 @@ enum RunnerScripts {
     echo $$ > "$1/pid.tmp" && mv "$1/pid.tmp" "$1/pid"
     trap 'true' TERM INT HUP
     [ -f "$1/env.sh" ] && . "$1/env.sh"
+    DSTACK_RUNNER_DIR=$(cd "$1/../.." && pwd) && export DSTACK_RUNNER_DIR
     cd "$1/repo/$2" 2>/dev/null || {
       echo "dstack: working_dir '$2' does not exist in the repository" >> "$1/log"
       echo 1 > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
@@ -230,7 +231,7 @@ enum RunnerScripts {
     """#
 
     /// The end of both tree builds: publish the tree built in `b` (with its manifest in `b.manifest`) as `id`.
-    static let treePublish = #"""
+    static let treePublish = PythonEnvironment.script + "\n" + #"""
     # A link whose tree is gone (removed by hand) is replaced.
     [ -L "$id" ] && [ ! -d "$id/" ] && rm -f "$id" "$id.manifest"
     if ln -s "$b" "$id" 2>/dev/null; then
@@ -248,6 +249,7 @@ enum RunnerScripts {
       case $target in .b-*) rm -rf "$target" ;; esac
     done
     [ -d "$id/" ] && touch "$id/"
+    dstack_python_env_reap ..  # and Python environments unused for 7 days (Scripts/python-env.sh)
     exit 0
     """#
 
@@ -344,6 +346,7 @@ enum RunnerScripts {
     done
     df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print "disk_free_kb", $4 }'
     for l in "$1"/locks/slot-* "$1"/locks/gpu-*; do [ -f "$l/owner" ] && echo "lock ${l##*/} $(cat "$l/owner")"; done
+    IFS=:; for d in $PATH; do for p in "$d"/python3.[0-9] "$d"/python3.[0-9][0-9]; do [ -x "$p" ] && echo "python ${p##*/python}"; done; done; unset IFS
     exit 0
     """#
 }

@@ -110,6 +110,7 @@ public final class SSHRunner: Runner, Sendable {
             case "engine": info.engine = parts[1]
             case "disk_free_kb": info.diskFree = (Int64(parts[1]) ?? 0) * 1024
             case "lock": locks.append(parts[1])
+            case "python": info.pythons = PythonEnvironment.sortedVersions(info.pythons + [parts[1]])
             default: break
             }
         }
