@@ -143,4 +143,49 @@ import Testing
                 "\(result.stdout)")
         #expect(result.stdout.contains("finetune | runner=\(box.runnerDir.path)\n"), "\(result.stdout)")
     }
+
+    /// On an SSH runner: the probe lists its Pythons, the environment is made in its work directory, the job
+    /// sees that directory, and environments unused for 7 days go when a code tree is built there.
+    @Test func onAnSSHRunnerTheEnvironmentLivesInItsWorkDirectoryAndOldOnesAreReaped() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try Self.writeWheel(box)
+        try box.workflows(Self.workflows + "\n  - name: where\n    commands: ['echo \"runner=$DSTACK_RUNNER_DIR\"']\n")
+        try box.variables("variables:\n  global:\n    who: x\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory(tag: "py"))
+        let work = bed.directory.appendingPathComponent("work-py-r1")
+        /// Plants environments last used 10 days ago and yesterday.
+        func plant() throws {
+            for (name, days) in [("0ld", 10.0), ("recent", 1.0)] {
+                let mark = work.appendingPathComponent("pyenvs/\(name)/.dstack-ready")
+                try FileManager.default.createDirectory(at: mark.deletingLastPathComponent(), withIntermediateDirectories: true)
+                try Data().write(to: mark)
+                try FileManager.default.setAttributes([.modificationDate: Date(timeIntervalSinceNow: -days * 86400)], ofItemAtPath: mark.path)
+            }
+        }
+
+        let runners = try box.dstack(["runners", "--json"], environment: bed.environment)
+        #expect(runners.status == 0, "\(runners.output)")
+        #expect(runners.stdout.contains("\"\(Self.python)\""), "the probe lists python\(Self.python): \(runners.stdout)")
+
+        let first = try box.dstack(["run", "first"], environment: bed.environment)
+        #expect(first.status == 0, "\(first.output)")
+        #expect(first.stdout.contains("Successfully installed tinypkg-1.0"), "\(first.stdout)")
+        #expect(first.stdout.contains("first | hello from tinypkg ['x', 'x'] \(work.path)/pyenvs/"), "\(first.stdout)")
+        // Code edited: a new tree is built on the runner, and the old environment goes with the old trees, though
+        // no environment is built this time.
+        try plant()
+        try box.write("main.py", (try box.read("project/main.py")) + "# edited\n")
+        let second = try box.dstack(["run", "second"], environment: bed.environment)
+        let envs = try FileManager.default.contentsOfDirectory(atPath: work.appendingPathComponent("pyenvs").path).sorted()
+        #expect(envs.count == 2 && envs.contains("recent") && !envs.contains("0ld"), "reaped with the tree build: \(envs)")
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.stdout.contains("second | dstack: reusing Python environment"), "\(second.stdout)")
+        #expect(!second.stdout.contains("Successfully installed"))
+
+        let whereResult = try box.dstack(["run", "where"], environment: bed.environment)
+        #expect(whereResult.stdout.contains("where | runner=\(work.path)\n"), "\(whereResult.output)")
+    }
 }
