@@ -188,4 +188,75 @@ import Testing
         let whereResult = try box.dstack(["run", "where"], environment: bed.environment)
         #expect(whereResult.stdout.contains("where | runner=\(work.path)\n"), "\(whereResult.output)")
     }
+
+    /// A STAND-IN container engine that keeps a container's boundary: the commands run on the host, but with only
+    /// the environment passed by `-e` and this folder (holding a stand-in `python` that echoes its arguments)
+    /// first on PATH, as in an image; it records its arguments.
+    static let boundedStandIn = #"""
+    #!/bin/sh
+    here=$(dirname "$0")
+    printf '%s\n' "$*" >> "$here/calls"
+    case "$1" in
+      version) echo "stand-in 0"; exit 0 ;;
+      run) shift ;;
+      *) exit 0 ;;
+    esac
+    repo="" workdir="/workspace" commands="" names=""
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --rm) shift ;;
+        --name|--user|--gpus) shift 2 ;;
+        -e) names="$names $2"; shift 2 ;;
+        -v) case "$2" in
+              *:/workspace) repo=${2%:/workspace} ;;
+              *:/dstack/commands.sh:ro) commands=${2%:/dstack/commands.sh:ro} ;;
+            esac
+            shift 2 ;;
+        -w) workdir=$2; shift 2 ;;
+        *) break ;;
+      esac
+    done
+    set --
+    for n in $names; do eval "set -- \"\$@\" \"$n=\${$n}\""; done
+    cd "$repo${workdir#/workspace}" && exec env -i PATH="$here:/usr/bin:/bin" "$@" /bin/sh -e "$commands"
+    """#
+
+    /// A GPU job of `provider: python` whose Python no runner has: the runner without an engine is not chosen, the
+    /// one with an engine runs it in early dstack's CUDA image, where the image's Python installs the requirements.
+    @Test func aGPUPythonJobRunsInTheDefaultImageWhereARunnerHasAnEngine() throws {
+        let bin = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-standin-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: bin) }
+        for (name, text) in [("docker", Self.boundedStandIn), ("python", "#!/bin/sh\necho \"image python: $*\"\n")] {
+            try Data(text.utf8).write(to: bin.appendingPathComponent(name))
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin.appendingPathComponent(name).path)
+        }
+        let bed = try SSHBed(2, extraEnvironment: [1: "PATH=\(bin.path):/usr/local/bin:/usr/bin:/bin"])
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("""
+            workflows:
+              - name: fit
+                provider: python
+                python: 3.4
+                requirements: requirements.txt
+                script: main.py
+                resources:
+                  gpu: 1
+            """)
+        try box.write("requirements.txt", "tinypkg\n")
+        try box.write("main.py", "print('never on the host')\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory(tag: "img", extra: [0: "resources: {gpu: 1}", 1: "resources: {gpu: 1}"]))
+        let result = try box.dstack(["run", "fit"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(try box.jobs(try box.lastRun())["fit"]?["runner"] as? String == "r2", "r1 has neither Python 3.4 nor an engine")
+        #expect(result.stdout.contains("fit | image python: -m pip install -r requirements.txt"), "\(result.stdout)")
+        #expect(result.stdout.contains("fit | image python: main.py"), "\(result.stdout)")
+        let calls = try String(contentsOf: bin.appendingPathComponent("calls"), encoding: .utf8)
+        let runCall = try #require(calls.split(separator: "\n").first { $0.hasPrefix("run ") })
+        #expect(runCall.hasSuffix(" dstackai/python:3.4-cuda-11.1 /bin/sh -e /dstack/commands.sh"), "\(runCall)")
+        #expect(runCall.contains("--gpus"), "\(runCall)")
+        #expect(!FileManager.default.fileExists(atPath: bed.directory.appendingPathComponent("work-img-r2/pyenvs").path))
+    }
 }
