@@ -9,7 +9,7 @@ public enum Provider: String, Sendable, CaseIterable {
 
     /// Early dstack's other providers, refused by name: they serve ports or span nodes, which runners here do not.
     public static let notSupported = ["curl", "lab", "notebook", "code", "tensorboard", "torchrun", "streamlit",
-                                      "gradio", "fastapi", "jupyter"]
+                                      "gradio", "fastapi"]
 }
 
 /// The Python a job runs with: the interpreter's version, a requirements file installed into a virtual
