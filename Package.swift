@@ -64,6 +64,7 @@ let package = Package(
             .embedInCode("Scripts/objects-list.sh"),
             .embedInCode("Scripts/objects-adopt.sh"),
             .embedInCode("Scripts/artifacts-inspect.sh"),
+            .embedInCode("Scripts/python-env.sh"),
         ]),
         .target(name: "DstackCore", dependencies: [
             "DstackModel", "DstackStorage", "DstackRunners",
@@ -77,7 +78,7 @@ let package = Package(
         ]),
         .executableTarget(name: "dstack", dependencies: ["DstackCLI"]),
 
-        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"]),
+        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackStorageTests", dependencies: ["DstackStorage"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackSSHTests", dependencies: ["DstackSSH"]),
         .testTarget(name: "DstackCoreTests", dependencies: ["DstackCore"]),

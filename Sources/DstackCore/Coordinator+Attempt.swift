@@ -19,7 +19,7 @@ extension Coordinator {
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
             let cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)
-            request = JobStart(launch: job.launch, snapshot: snapshot, attempt: number,
+            request = JobStart(launch: job.launch(on: member.info), snapshot: snapshot, attempt: number,
                                logOffset: resuming ? max(0, stored - logStart) : 0,
                                gpus: member.info.gpus.map(\.index), gpuCount: job.resources.gpu,
                                slots: member.info.maxJobs, owner: owner, exportGPUs: !member.info.gpus.isEmpty,

@@ -204,7 +204,7 @@ public actor Coordinator {
                     continue
                 }
                 guard deps.allSatisfy({ $0.status.isSuccess }) else { continue }
-                let misfit = { (info: RunnerInfo) in info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil) }
+                let misfit = { (info: RunnerInfo) in job.misfit(on: info) }
                 if let reason = schedule.unfit(misfit) {
                     // The runner that could take it is unreachable now (attach after a runner was lost, say).
                     update(job.workflow) { $0.status = .failed; $0.reason = reason; $0.finishedAt = Date() }

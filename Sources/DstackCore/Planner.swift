@@ -71,16 +71,21 @@ public struct Planner: Sendable {
                 values[v.name] = overrides[v.name] ?? v.value.value
             }
             let variables = values
+            // `$variables_as_args`: every variable the workflow sees, in the order they were declared.
+            let arguments = project.variables.visible(to: name).map { (name: $0.name, value: values[$0.name] ?? "") }
             // Cache keys see builtins as written, so a run's name never makes its results unique.
             var keyValues = values
             for builtin in builtinVariables { keyValues[builtin] = "${{ \(builtin) }}" }
             values["run_name"] = runName
             values["job_id"] = jobId
+            values[Template.argumentsVariable] = Template.argumentsText(arguments)
+            // Early dstack's `$name` references stand for these names in commands; any other `$NAME` is the shell's.
+            let declared = Set(values.keys)
 
             func render(_ l: Located<String>, shell: Bool = false, _ vals: [String: String]) throws(ConfigError) -> String {
                 do {
-                    let template = try Template(l.value)
-                    return shell ? template.renderShell(vals) : template.render(vals)
+                    if shell { return try Template(l.value, declared: declared, shell: true).renderShell(vals, arguments: arguments) }
+                    return try Template(l.value).render(vals)
                 } catch {
                     throw ConfigError([project.sources.diagnostic(l, error.message)])
                 }
@@ -120,6 +125,21 @@ public struct Planner: Sendable {
             environment["DSTACK_JOB_ID"] = jobId
             environment["DSTACK_WORKFLOW"] = name
             let resources = try Resources.resolve(wf.resources, values: values, sources: project.sources)
+            var python: PythonNeed?
+            if let spec = wf.python {
+                // The environment first (it installs the requirements), then `before_run` and commands, then the script.
+                let requirements = try spec.requirements.map { l throws(ConfigError) in try render(l, values) }
+                let prelude = PythonEnvironment.prelude(version: spec.version?.value, requirements: requirements)
+                commands.insert(prelude, at: 0)
+                keyCommands.insert(prelude, at: 0)
+                if let script = spec.script, let line = spec.command {
+                    let command = Located(line, at: script.mark, in: script.file)
+                    commands.append(try render(command, shell: true, values))
+                    keyCommands.append(try render(command, shell: true, keyValues))
+                }
+                let gpuImage = image == nil && resources.gpu > 0 ? PythonEnvironment.gpuImage(version: spec.version?.value) : nil
+                python = PythonNeed(version: spec.version?.value, image: gpuImage)
+            }
 
             var tagDeps: [TagDependency] = []
             for dep in wf.dependsOn {
@@ -141,7 +161,7 @@ public struct Planner: Sendable {
                 launch: JobLaunch(jobId: jobId, commands: commands, environment: environment,
                                   workingDir: workingDir, image: image),
                 artifacts: artifacts, resources: resources, labels: wf.labels, retryLimit: wf.retryLimit,
-                maxDuration: wf.maxDuration, variables: variables, cacheKey: key, cached: nil))
+                maxDuration: wf.maxDuration, variables: variables, cacheKey: key, cached: nil, python: python))
         }
         return Plan(target: target, jobs: jobs)
     }

@@ -125,7 +125,7 @@ extension Workspace {
     /// Checks that some runner could ever run each job; a job that none can ever fit is a configuration error.
     func checkFit(_ plan: Plan, project: Project, pool: [PoolMember]) async throws {
         for job in plan.jobs where job.cached == nil {
-            let misfits = pool.map { ($0.info.name, $0.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil)) }
+            let misfits = pool.map { ($0.info.name, job.misfit(on: $0.info)) }
             if let first = misfits.first, misfits.allSatisfy({ $0.1 != nil }) {
                 let detail = misfits.count == 1 ? "on runner '\(first.0)'" : "on any of \(misfits.map { "'\($0.0)'" }.joined(separator: ", "))"
                 let message = "no runner can ever fit job '\(job.workflow)': it needs \(first.1!) \(detail); lower its resources or add a runner that has them"

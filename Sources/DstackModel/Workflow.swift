@@ -24,6 +24,10 @@ public struct Workflow: Sendable, Hashable {
     public var retryLimit: Int = 0
     /// The longest the job may run, in seconds (`max_duration: 2h`); it is stopped and failed past it.
     public var maxDuration: Double?
+    /// The early-dstack provider written (`bash`, `docker`, `python`), if any.
+    public var provider: Located<String>?
+    /// The Python the job runs with (`requirements`, `python`, a `provider: python` script), if any.
+    public var python: PythonSpec?
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,
@@ -47,6 +51,7 @@ public struct Workflow: Sendable, Hashable {
         if let image { all.append(image) }
         if let workingDir { all.append(workingDir) }
         all += resources.templatedValues
+        all += python?.templatedValues ?? []
         return all
     }
 }

@@ -49,6 +49,7 @@ public struct LocalRunner: Runner {
            let free = attributes[.systemFreeSize] as? NSNumber {
             info.diskFree = free.int64Value
         }
+        info.pythons = PythonEnvironment.versions(onPath: ProcessInfo.processInfo.environment["PATH"])
         let locks = baseDirectory.appendingPathComponent("locks")
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: locks.path)) ?? []).sorted()
             where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {

@@ -23,6 +23,8 @@ public struct RunnerInfo: Sendable, Hashable, Codable {
     public var diskFree: Int64?
     /// Slot and GPU locks held right now: `slot-0 JOB OWNER`.
     public var locks: [String] = []
+    /// The `python3.X` interpreters on its `PATH`, by version (`3.11`), for jobs that ask for one.
+    public var pythons: [String] = []
 
     /// Creates runner info.
     public init(name: String, os: String, cpus: Int, memory: Int64, gpus: [GPU], maxJobs: Int, labels: [String] = []) {

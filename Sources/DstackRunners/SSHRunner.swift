@@ -68,7 +68,10 @@ public final class SSHRunner: Runner, Sendable {
 
     /// A script's text with `arguments` set as its `$1`...
     static func scriptText(_ script: RunnerScript, _ arguments: [String], appending extra: RunnerScript? = nil) -> String {
-        "set -- " + arguments.map(shellQuote).joined(separator: " ") + "\n" + script.text + (extra.map { "\n" + $0.text } ?? "")
+        var text = "set -- " + arguments.map(shellQuote).joined(separator: " ") + "\n" + script.text
+        // Publishing a tree also reaps the Python environments unused as long (python-env.sh's functions).
+        if extra == .treePublish { text += "\n" + PythonEnvironment.script }
+        return text + (extra.map { "\n" + $0.text } ?? "")
     }
 
     /// Sends one request to the runner's agent (started, or started again, as needed); connection failures become
@@ -107,6 +110,7 @@ public final class SSHRunner: Runner, Sendable {
             case "engine": info.engine = value
             case "disk_free_kb": info.diskFree = (Int64(value) ?? 0) * 1024
             case "lock": locks.append(value)
+            case "python": info.pythons = PythonEnvironment.sortedVersions(info.pythons + [value])
             default: break
             }
         }

@@ -271,6 +271,12 @@ dstack_probe() {
   for l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
     [ -f "$l/owner" ] && { read -r o_owner < "$l/owner"; echo "K lock ${l##*/} $o_owner"; }
   done
+  # The python3.X interpreters on PATH (the login shell's: conda and pyenv included), for jobs that ask for one.
+  IFS=:
+  for d in $PATH; do
+    for p in "$d"/python3.[0-9] "$d"/python3.[0-9][0-9]; do [ -x "$p" ] && echo "K python ${p##*/python}"; done
+  done
+  unset IFS
   return 0
 }
 

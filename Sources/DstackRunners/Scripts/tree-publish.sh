@@ -17,4 +17,6 @@ for t in *; do
   case $target in .b-*) rm -rf "$target" ;; esac
 done
 [ -d "$id/" ] && touch "$id/"
+# And Python environments unused for 7 days (python-env.sh, which comes before this text).
+dstack_python_env_reap ..
 exit 0
