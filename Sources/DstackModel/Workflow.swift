@@ -24,6 +24,9 @@ public struct Workflow: Sendable, Hashable {
     public var retryLimit: Int = 0
     /// The longest the job may run, in seconds (`max_duration: 2h`); it is stopped and failed past it.
     public var maxDuration: Double?
+    /// Secrets the job receives as environment variables, by name (`secrets: [HF_TOKEN]`); their values come
+    /// from this machine's secret store when the run starts and are never written down.
+    public var secrets: [Located<String>] = []
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,
