@@ -338,6 +338,9 @@ public actor Coordinator {
                                dependencies: staging, cleanup: pendingCleanup.removeValue(forKey: member.info.name) ?? [])
         let progress = StartProgress()
         defer { progress.watchdog?.cancel() }
+        // secrets: output goes through JobOutput (masked, then terminal and stored log).
+        let output = JobOutput(store: store, sink: sink, run: runName, workflow: job.workflow,
+                               secrets: job.launch.secretValues, storedSize: logStart)
         let outcome: StartOutcome
         do {
             outcome = try await runner.start(request, events: { event in
@@ -354,9 +357,9 @@ public actor Coordinator {
                     if await self.isStopping() { try? await runner.stop(jobId: job.id) }
                 }
             }, output: { data in
-                self.sink.emit(.output(workflow: job.workflow, data))
-                try await self.store.appendLog(run: self.runName, workflow: job.workflow, data)
+                try await output.write(data)
             })
+            try await output.finish()
         } catch where isConnectionProblem(error) {
             if let grant = progress.grant {
                 // The attempt is recorded: go on with it, following it if it was launched.
@@ -580,11 +583,15 @@ public actor Coordinator {
     nonisolated private func followSurvivingDrops(_ job: PlannedJob, on member: PoolMember, logStart: Int64) async throws -> FollowResult {
         let exit: JobExit? = try await surviving(job, member, notice: "reconnecting, the job goes on there") {
             // The runner's log holds this attempt's output only; the stored log has earlier attempts' before it.
-            let offset = max(0, try await store.logSize(run: run.name, workflow: job.workflow) - logStart)
-            return try await member.runner.follow(jobId: job.id, from: offset) { data in
-                self.sink.emit(.output(workflow: job.workflow, data))
-                try await self.store.appendLog(run: self.run.name, workflow: job.workflow, data)
+            let size = try await store.logSize(run: runName, workflow: job.workflow)
+            // secrets: JobOutput masks, and says where to follow from (masked bytes do not count the runner's).
+            let output = JobOutput(store: store, sink: sink, run: runName, workflow: job.workflow,
+                                   secrets: job.launch.secretValues, storedSize: size, stored: max(0, size - logStart))
+            let exit = try await member.runner.follow(jobId: job.id, from: output.runnerOffset) { data in
+                try await output.write(data)
             }
+            try await output.finish()
+            return exit
         }
         guard let exit else { return .lost("\(member.info.name) unreachable for \(Int(lostTimeout)) s") }
         return .exited(exit)

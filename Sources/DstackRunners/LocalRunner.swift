@@ -137,6 +137,7 @@ public struct LocalRunner: Runner {
         try Data(RunnerScripts.launch.utf8).write(to: dir.appendingPathComponent("launch.sh"))
         let engine = job.image == nil ? nil : try await probe().engine
         try Data(JobCommand.script(for: job, engine: engine).utf8).write(to: dir.appendingPathComponent("run.sh"))
+        try SecretsFile.write(job.secretValues, into: dir)  // secrets: 0600, sourced and removed by launch.sh
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text.

@@ -108,6 +108,8 @@ enum RunnerScripts {
     echo $$ > "$1/pid.tmp" && mv "$1/pid.tmp" "$1/pid"
     trap 'true' TERM INT HUP
     [ -f "$1/env.sh" ] && . "$1/env.sh"
+    # secrets: into the environment, and the file (0600) gone before any command of the job runs.
+    [ -f "$1/secrets.env" ] && { . "$1/secrets.env"; rm -f "$1/secrets.env"; }
     cd "$1/repo/$2" 2>/dev/null || {
       echo "dstack: working_dir '$2' does not exist in the repository" >> "$1/log"
       echo 1 > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
@@ -265,7 +267,9 @@ enum RunnerScripts {
         var writes = ""
         for (name, text) in files {
             // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
-            writes += "printf '%s' \(shellQuote(text)) > \(shellQuote(name)) || fail 'cannot write \(name)'\n"
+            let write = "printf '%s' \(shellQuote(text)) > \(shellQuote(name))"
+            // secrets: that file is created 0600 (in a subshell, so the job keeps the usual umask).
+            writes += (name == SecretsFile.name ? "(umask 077 && \(write))" : write) + " || fail 'cannot write \(name)'\n"
         }
         return acquireFunction + "\n" + releaseFunction + "\n" + #"""
         cd "$1" || { echo "dstack:error cannot enter the work directory $1" >&2; exit 2; }

@@ -78,9 +78,10 @@ public final class SSHRunner: Runner, Sendable {
 
     /// How to run `text` with `arguments` as `$1`...: as one command line, or, past `longestCommandLine` (a job
     /// with long commands or a large environment), a short one that reads the script and its arguments from stdin.
-    static func remoteScript(_ text: String, _ arguments: [String]) -> (command: String, stdin: Data?) {
+    /// `sensitive` (the script holds secret values) always takes stdin: a command line shows in `ps`.
+    static func remoteScript(_ text: String, _ arguments: [String], sensitive: Bool = false) -> (command: String, stdin: Data?) {
         let command = commandLine(text, arguments)
-        guard command.utf8.count > longestCommandLine else { return (command, nil) }
+        guard sensitive || command.utf8.count > longestCommandLine else { return (command, nil) }
         let script = "set -- " + arguments.map(shellQuote).joined(separator: " ") + "\n" + text
         return (commandLine("eval \"$(cat)\"", []), Data(script.utf8))
     }
@@ -331,13 +332,14 @@ public final class SSHRunner: Runner, Sendable {
             env += "export \(key)=\(shellQuote(value))\n"
         }
         let run = try JobCommand.script(for: job, engine: request.engine)
-        let text = RunnerScripts.start(files: [("commands.sh", job.script), ("env.sh", env), ("run.sh", run),
-                                               ("launch.sh", RunnerScripts.launch)])
+        var files = [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("launch.sh", RunnerScripts.launch)]
+        if !job.secretValues.isEmpty { files.append((SecretsFile.name, SecretsFile.text(job.secretValues))) }  // secrets
+        let text = RunnerScripts.start(files: files)
         let cleanup = request.cleanup.filter(Self.isPlainName).joined(separator: " ")
         let arguments = [workdir, job.jobId, String(request.slots), request.gpus.map(String.init).joined(separator: " "),
                          String(request.gpuCount), request.owner, request.snapshot.id, job.workingDir,
                          request.exportGPUs ? "1" : "0", cleanup]
-        let (command, input) = Self.remoteScript(text, arguments)
+        let (command, input) = Self.remoteScript(text, arguments, sensitive: !job.secretValues.isEmpty)  // secrets: on stdin
         await events(.sending)
         if let dependencies = request.dependencies {
             try await session.uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
@@ -436,16 +438,20 @@ public final class SSHRunner: Runner, Sendable {
         // One exec writes the four files (quoted here-documents: nothing in them is expanded) and starts the
         // wrapper: each exec costs a remote shell, and this used to be five of them per job.
         var command = "cd " + shellQuote(dir) + " || exit 2\n"
-        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("launch.sh", RunnerScripts.launch)] {
+        var files = [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("launch.sh", RunnerScripts.launch)]
+        if !job.secretValues.isEmpty { files.append((SecretsFile.name, SecretsFile.text(job.secretValues))) }  // secrets
+        for (file, text) in files {
             var delimiter = "DSTACK_EOF_" + UUID().uuidString.replacingOccurrences(of: "-", with: "")
             while text.contains(delimiter) { delimiter += "_" }
-            command += "cat > \(file) <<'\(delimiter)'\n\(text)\(text.isEmpty || text.hasSuffix("\n") ? "" : "\n")\(delimiter)\n"
+            let write = "cat > \(file) <<'\(delimiter)'\n\(text)\(text.isEmpty || text.hasSuffix("\n") ? "" : "\n")\(delimiter)\n"
+            // secrets: that file is created 0600 (in a subshell, so the job keeps the usual umask).
+            command += file == SecretsFile.name ? "(umask 077 && " + write + ") || exit 2\n" : write
         }
         // setsid: the job gets its own session and process group, so a dropped connection does not kill it.
         // Only the wrapper goes to the background (the braces): a backgrounded `a && b &` list would keep the
         // channel open, and this exec waiting, until the whole job ended.
         command += ": > log && { setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir) + " </dev/null >/dev/null 2>&1 & }\n"
-        let (line, input) = Self.remoteScript(command, [])
+        let (line, input) = Self.remoteScript(command, [], sensitive: !job.secretValues.isEmpty)  // secrets: on stdin
         let result = try await session.exec(line, stdin: input)
         guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
     }
