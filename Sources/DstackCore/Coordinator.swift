@@ -586,7 +586,8 @@ public actor Coordinator {
             let size = try await store.logSize(run: runName, workflow: job.workflow)
             // secrets: JobOutput masks, and says where to follow from (masked bytes do not count the runner's).
             let output = JobOutput(store: store, sink: sink, run: runName, workflow: job.workflow,
-                                   secrets: job.launch.secretValues, storedSize: size, stored: max(0, size - logStart))
+                                   secrets: job.launch.secretValues, storedSize: size, stored: max(0, size - logStart),
+                                   resuming: true)
             let exit = try await member.runner.follow(jobId: job.id, from: output.runnerOffset) { data in
                 try await output.write(data)
             }

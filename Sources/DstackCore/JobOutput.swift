@@ -27,8 +27,12 @@ final class JobOutput: @unchecked Sendable {
 
     /// A stream for the job's attempt whose stored output so far is `stored` bytes, in a log now `storedSize`
     /// bytes long; without secrets the runner's log is followed from `stored`, with them from its start.
+    ///
+    /// A fresh attempt (`stored` 0) writes no mark for its first seconds: the attempt's own start (its `logStart`
+    /// and `startedAt` in the job record) stands for one, so a short job costs no extra write. A stream that
+    /// resumes an attempt marks its first output.
     init(store: RunStore, sink: any RunEventSink, run: String, workflow: String, secrets: SecretValues,
-         storedSize: Int64, stored: Int64 = 0) {
+         storedSize: Int64, stored: Int64 = 0, resuming: Bool = false) {
         self.store = store
         self.sink = sink
         self.run = run
@@ -37,6 +41,7 @@ final class JobOutput: @unchecked Sendable {
         self.storedSize = storedSize
         self.runnerOffset = masker.isEmpty ? stored : 0
         self.skipping = masker.isEmpty ? 0 : stored
+        self.lastMark = resuming ? nil : Date()
     }
 
     /// Masks the next bytes of the runner's log and passes on what is new.

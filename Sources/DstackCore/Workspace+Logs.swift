@@ -5,10 +5,15 @@ import Foundation
 extension Workspace {
     /// Where `dstack logs --since` starts in a job's stored log: the first byte that arrived at `cutoff` or later
     /// (give or take the few seconds between two time marks, erring towards showing more); `Int64.max` when all of
-    /// it is older. A log without marks (a run recorded before they were kept) is shown whole unless the job
-    /// finished before `cutoff`.
+    /// it is older. A job without marks nor attempts (a run recorded before they were kept) is shown whole unless
+    /// it finished before `cutoff`.
     public func logOffset(run: String, job: JobRecord, since cutoff: Date) async throws -> Int64 {
-        let marks = try await store.logMarks(run: run, workflow: job.workflow)
+        var marks = try await store.logMarks(run: run, workflow: job.workflow)
+        // Each attempt's start is a mark too: its output begins at `logStart` (the first attempt's at 0).
+        for (i, attempt) in job.attempts.enumerated() {
+            if let start = attempt.logStart ?? (i == 0 ? 0 : nil) { marks.append((start, attempt.startedAt)) }
+        }
+        marks.sort { ($0.offset, $0.time) < ($1.offset, $1.time) }
         guard !marks.isEmpty else {
             if let finished = job.finishedAt, finished < cutoff { return .max }
             return 0

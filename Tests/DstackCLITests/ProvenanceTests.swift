@@ -89,20 +89,28 @@ import Testing
         try box.workflows("workflows:\n  - name: w\n    commands: [\"echo early\", \"sleep 0.3\", \"echo late\"]\n")
         #expect(try box.dstack("run", "w").status == 0)
         let run = try box.lastRun()
-        let marks = box.storage.appendingPathComponent("project/runs/\(run)/jobs/w/log.times")
-        let recorded = try String(contentsOf: marks, encoding: .utf8)
-        #expect(recorded.hasPrefix("0 "), "\(recorded)")
+        let folder = box.storage.appendingPathComponent("project/runs/\(run)")
+        let marks = folder.appendingPathComponent("jobs/w/log.times")
+        // A short job writes no marks: its attempt's start stands for the first.
+        #expect(!FileManager.default.fileExists(atPath: marks.path))
         #expect(try box.dstack("logs", run, "--since", "10m").stdout == "early\nlate\n")
-        // As if 'early' had arrived two hours ago and 'late' a moment ago.
+        #expect(try box.dstack("logs", run, "--since", "0s").stdout == "")
+        // As if the job had started, and printed 'early', two hours ago, and 'late' a moment ago.
         let now = Date()
-        try Data("0 \(formatTimestamp(now.addingTimeInterval(-7200)))\n6 \(formatTimestamp(now.addingTimeInterval(-1)))\n".utf8).write(to: marks)
+        for record in [folder.appendingPathComponent("run.json"), folder.appendingPathComponent("jobs/w/job.json")] {
+            var text = try String(contentsOf: record, encoding: .utf8)
+            let started = try #require(text.firstRange(of: /"started_at" : "[^"]*"/))
+            text = text.replacingOccurrences(of: String(text[started]), with: "\"started_at\" : \"\(formatTimestamp(now.addingTimeInterval(-7200)))\"")
+            try Data(text.utf8).write(to: record)
+        }
+        try Data("6 \(formatTimestamp(now.addingTimeInterval(-1)))\n".utf8).write(to: marks)
         #expect(try box.dstack("logs", run, "--since", "10m").stdout == "late\n")
         #expect(try box.dstack("logs", run, "w", "--since", "3h").stdout == "early\nlate\n")
         #expect(try box.dstack("logs", run, "--since", formatTimestamp(now.addingTimeInterval(-60))).stdout == "late\n")
-        // Output that arrived within a few seconds before the cutoff, after an older mark, is shown.
-        try Data("0 \(formatTimestamp(now.addingTimeInterval(-602)))\n".utf8).write(to: marks)
-        #expect(try box.dstack("logs", run, "--since", "10m").stdout == "early\nlate\n")
-        try Data("0 \(formatTimestamp(now.addingTimeInterval(-700)))\n".utf8).write(to: marks)
+        // Output that arrived within a few seconds after a mark older than the cutoff is shown.
+        try Data("6 \(formatTimestamp(now.addingTimeInterval(-602)))\n".utf8).write(to: marks)
+        #expect(try box.dstack("logs", run, "--since", "10m").stdout == "late\n")
+        try Data("6 \(formatTimestamp(now.addingTimeInterval(-700)))\n".utf8).write(to: marks)
         #expect(try box.dstack("logs", run, "--since", "10m").stdout == "")
         let bad = try box.dstack("logs", run, "--since", "lately")
         #expect(bad.status == 64)
