@@ -12,6 +12,7 @@ extension Coordinator {
         var staging: URL?
         defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
         let request: JobStart
+        let output: JobOutput
         do {
             try await ensureSynced(member)
             // A resumed attempt whose job is already running there needs no artifacts; one that never launched does.
@@ -19,8 +20,13 @@ extension Coordinator {
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
             let cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)
+            // Output goes through JobOutput: secret values masked, then the terminal and the stored log. It says
+            // where to follow the runner's log from (masked bytes do not count the runner's).
+            output = JobOutput(store: store, sink: sink, run: runName, workflow: job.workflow,
+                               secrets: job.launch.secretValues, storedSize: stored,
+                               stored: resuming ? max(0, stored - logStart) : 0, resuming: resuming)
             request = JobStart(launch: job.launch(on: member.info), snapshot: snapshot, attempt: number,
-                               logOffset: resuming ? max(0, stored - logStart) : 0,
+                               logOffset: output.runnerOffset,
                                gpus: member.info.gpus.map(\.index), gpuCount: job.resources.gpu,
                                slots: member.info.maxJobs, owner: owner, exportGPUs: !member.info.gpus.isEmpty,
                                engine: member.info.engine, dependencies: staging, cleanup: cleanup)
@@ -45,10 +51,10 @@ extension Coordinator {
                     await started(job, runner: runner)
                     if watchdog == nil { watchdog = self.watchdog(job, runner: runner) }
                 case .log(let data):
-                    sink.emit(.output(workflow: job.workflow, data))
-                    try await store.appendLog(run: runName, workflow: job.workflow, data)
+                    try await output.write(data)
                 case .exited(let ended):
                     exit = ended
+                    try await output.finish()
                 case .released:
                     released = true
                 case .busy:

@@ -154,12 +154,15 @@ public struct Planner: Sendable {
             let key = CacheKey.compute(
                 workflow: name, image: image, commands: keyCommands, environment: keyEnvironment,
                 workingDir: workingDir, artifacts: artifacts, variables: variables, snapshotId: snapshotId,
-                dependencies: runtimeDeps.map { keys[$0]! }, tagDependencies: tagDeps.map(\.cacheKey))
+                dependencies: runtimeDeps.map { keys[$0]! }, tagDependencies: tagDeps.map(\.cacheKey),
+                secretNames: wf.secrets.map(\.value))
             keys[name] = key
+            var launch = JobLaunch(jobId: jobId, commands: commands, environment: environment,
+                                   workingDir: workingDir, image: image)
+            launch.secretNames = wf.secrets.map(\.value)
             jobs.append(PlannedJob(
                 workflow: name, id: jobId, dependsOn: runtimeDeps, tagDependencies: tagDeps,
-                launch: JobLaunch(jobId: jobId, commands: commands, environment: environment,
-                                  workingDir: workingDir, image: image),
+                launch: launch,
                 artifacts: artifacts, resources: resources, labels: wf.labels, retryLimit: wf.retryLimit,
                 maxDuration: wf.maxDuration, variables: variables, cacheKey: key, cached: nil, python: python))
         }
@@ -170,10 +173,12 @@ public struct Planner: Sendable {
 /// The cache key of DESIGN.md §3: sha256 over the substituted workflow, its variables, the code snapshot and the
 /// keys of what it depends on. Equal keys mean equal inputs, so a stored result can stand in for a run.
 public enum CacheKey {
-    /// Computes a key; every list that has no meaningful order is sorted first.
+    /// Computes a key; every list that has no meaningful order is sorted first. `secretNames` are the names of
+    /// the secrets the job receives (never their values).
     public static func compute(workflow: String, image: String?, commands: [String], environment: [String: String],
                                workingDir: String, artifacts: [String], variables: [String: String],
-                               snapshotId: String, dependencies: [String], tagDependencies: [String]) -> String {
+                               snapshotId: String, dependencies: [String], tagDependencies: [String],
+                               secretNames: [String] = []) -> String {
         var hasher = SHA256()
         func field(_ name: String, _ value: String) {
             // Length-prefixed fields: no value can be crafted to look like another field.
@@ -190,6 +195,9 @@ public enum CacheKey {
         field("snapshot", snapshotId)
         for d in dependencies.sorted() { field("dep", d) }
         for d in tagDependencies.sorted() { field("tagdep", d) }
+        // Names only (a job that needs a new secret is a new job); values never enter a key. No field without
+        // secrets, so keys stored before secrets existed stay valid.
+        for s in secretNames.sorted() { field("secret", s) }
         return hex(hasher.finalize())
     }
 }

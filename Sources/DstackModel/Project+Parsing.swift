@@ -1,6 +1,6 @@
 /// The keys a workflow may have.
 public let workflowKeys = ["name", "help", "image", "depends-on", "commands", "artifacts", "environment",
-                           "working_dir", "resources", "labels", "retry", "max_duration"] + providerKeys
+                           "working_dir", "resources", "labels", "retry", "max_duration", "secrets"] + providerKeys
 
 extension Project {
     /// The valid workflows, and the names of all workflows written, broken ones included, so that a broken
@@ -41,6 +41,7 @@ extension Project {
         var labels: [String] = []
         var retryLimit = 0
         var maxDuration: Double?
+        var secrets: [Located<String>] = []
 
         for (key, _, value) in pairs {
             switch key {
@@ -112,10 +113,15 @@ extension Project {
                         r.error(value.mark, "max_duration must be a duration like 90s, 30m, 2h or 1d, got '\(text)'")
                     }
                 }
+            case "secrets":
+                secrets = parseSecretNames(value, &r)
             default: break
             }
         }
         let (provider, python) = parseProvider(pairs, &r, commands: &commands, image: image, workflow: node)
+        for secret in secrets where environment.contains(where: { $0.name == secret.value }) {
+            r.error(secret.mark, "'\(secret.value)' is both a secret and an 'environment' entry; remove it from 'environment' (its value would be stored)")
+        }
         guard let name else {
             if !suggested.contains("name"), r.diagnostics.count == errorsBefore || !pairs.contains(where: { $0.name == "name" }) {
                 r.error(node.mark, "workflow is missing 'name'")
@@ -135,6 +141,7 @@ extension Project {
         workflow.maxDuration = maxDuration
         workflow.provider = provider
         workflow.python = python
+        workflow.secrets = secrets
         return workflow
     }
 
@@ -291,4 +298,21 @@ public func normalizedRelativePath(_ path: String) -> String {
 public func isEnvironmentName(_ name: String) -> Bool {
     guard let first = name.first, first == "_" || (first.isASCII && first.isLetter) else { return false }
     return name.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+}
+
+extension Project {
+    /// `secrets: [NAME, ...]`: environment variable names, each once.
+    static func parseSecretNames(_ node: Node, _ r: inout NodeReader) -> [Located<String>] {
+        var names: [Located<String>] = []
+        for item in r.stringList(node, what: "'secrets'") ?? [] {
+            if !isEnvironmentName(item.value) {
+                r.error(item.mark, "secret name '\(item.value)' is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
+            } else if names.contains(where: { $0.value == item.value }) {
+                r.error(item.mark, "secret '\(item.value)' is listed twice")
+            } else {
+                names.append(item)
+            }
+        }
+        return names
+    }
 }

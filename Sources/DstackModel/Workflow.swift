@@ -28,6 +28,9 @@ public struct Workflow: Sendable, Hashable {
     public var provider: Located<String>?
     /// The Python the job runs with (`requirements`, `python`, a `provider: python` script), if any.
     public var python: PythonSpec?
+    /// Secrets the job receives as environment variables, by name (`secrets: [HF_TOKEN]`); their values come
+    /// from this machine's secret store when the run starts and are never written down.
+    public var secrets: [Located<String>] = []
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,

@@ -17,7 +17,8 @@ enum JobCommand {
         line += " -v \"$1/repo:/workspace\" -v \"$1/commands.sh:/dstack/commands.sh:ro\""
         line += " -w " + shellQuote(job.workingDir.isEmpty ? "/workspace" : "/workspace/" + job.workingDir)
         line += " --user \"$(id -u):$(id -g)\""
-        for key in job.environment.keys.sorted() where isEnvironmentName(key) {
+        // Secrets too, by name: the wrapper read them into its environment, the engine passes them on.
+        for key in Set(job.environment.keys).union(job.secretNames).sorted() where isEnvironmentName(key) {
             line += " -e " + key
         }
         if gpusFromEnvironment {

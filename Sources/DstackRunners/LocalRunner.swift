@@ -202,6 +202,7 @@ public struct LocalRunner: Runner {
         try Data(RunnerScript.wrapper.text.utf8).write(to: dir.appendingPathComponent("wrapper.sh"))
         try Data(JobCommand.script(for: job, engine: engine).utf8).write(to: dir.appendingPathComponent("run.sh"))
         try Data().write(to: dir.appendingPathComponent("log"))
+        try SecretsFile.write(job.secretValues, into: dir)  // 0600, sourced and removed by wrapper.sh
         var environment = ProcessInfo.processInfo.environment
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text; values through the environment.

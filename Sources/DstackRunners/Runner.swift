@@ -92,6 +92,16 @@ public struct JobLaunch: Sendable, Hashable, Codable {
     public var image: String?
     /// The GPUs the job holds.
     public var gpus: [Int]
+    /// The names of the secrets the job receives (recorded in the plan, so a later coordinator can look them up).
+    public var secretNames: [String] = []
+    /// Their values: in memory only, delivered through the job's 0600 `secrets.env`, never encoded (left out of
+    /// `CodingKeys`) nor printed (`SecretValues` shows `***`).
+    public var secretValues = SecretValues()
+
+    // secrets: `secretValues` is deliberately absent, so no record ever holds a value.
+    enum CodingKeys: String, CodingKey {
+        case jobId, commands, environment, workingDir, image, gpus, secretNames
+    }
 
     /// Creates a launch description.
     public init(jobId: String, commands: [String], environment: [String: String], workingDir: String,

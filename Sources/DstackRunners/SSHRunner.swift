@@ -455,6 +455,10 @@ public final class SSHRunner: Runner, Sendable {
             // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
             payload += "printf '%s' \(shellQuote(text)) > \(file) || exit 2\n"
         }
+        if !job.secretValues.isEmpty {
+            // Created 0600 (umask in a subshell), read and removed by the wrapper before any command runs.
+            payload += "(umask 077 && printf '%s' \(shellQuote(SecretsFile.text(job.secretValues))) > \(SecretsFile.name)) || exit 2\n"
+        }
         let cleanup = request.cleanup.filter(Self.isPlainName).joined(separator: " ")
         let data = Data(payload.utf8)
         let arguments = [workdir, job.jobId, String(request.attempt), String(request.slots),

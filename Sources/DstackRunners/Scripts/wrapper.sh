@@ -10,6 +10,8 @@ trap 'true' TERM INT HUP
 DSTACK_RUNNER_DIR=$3
 export DSTACK_RUNNER_DIR
 [ -f "$1/env.sh" ] && . "$1/env.sh"
+# Secrets: into the environment, and their file (0600) gone before any command of the job runs.
+[ -f "$1/secrets.env" ] && { . "$1/secrets.env"; rm -f "$1/secrets.env"; }
 cd "$1/repo/$2" 2>/dev/null || {
   echo "dstack: working_dir '$2' does not exist in the repository" >> "$1/log"
   echo 1 > "$1/exit.tmp" && mv "$1/exit.tmp" "$1/exit"
