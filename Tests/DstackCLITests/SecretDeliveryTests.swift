@@ -40,14 +40,20 @@ import Glibc
         #expect(!line.contains("hf-value-in-container"))
     }
 
-    /// The SSH runner's scripts that hold values go on stdin; their file is written under umask 077.
-    @Test func scriptsHoldingValuesTravelOnStdin() {
-        let text = RunnerScripts.start(files: [("env.sh", "export MODE=x\n"), (SecretsFile.name, SecretsFile.text(SecretValues(["T": "tok-value-77"])))])
-        #expect(text.contains("(umask 077 && printf '%s' 'export T=tok-value-77\n' > secrets.env) || fail 'cannot write secrets.env'"))
-        #expect(text.contains("printf '%s' 'export MODE=x\n' > env.sh || fail"), "other files keep the usual umask")
-        let (command, stdin) = SSHRunner.remoteScript(text, ["a"], sensitive: true)
-        #expect(!command.contains("tok-value-77"))
-        #expect(stdin.map { String(decoding: $0, as: UTF8.self).contains("tok-value-77") } == true)
-        #expect(SSHRunner.remoteScript("echo short", ["a"]).stdin == nil)
+    /// The SSH runner's start request: values travel in its payload (on the agent's stdin), the secrets file is
+    /// written under umask 077, and the request line itself holds no value.
+    @Test func valuesTravelInTheStartPayloadNeverOnTheRequestLine() throws {
+        let runner = SSHRunner(SSHRunnerConfig(name: "r", ssh: .init(host: "h", user: "u"), workdir: "w"))
+        var launch = job(["T": "tok-value-77"])
+        launch.image = nil
+        let snapshot = Snapshot(root: "/", files: [], id: "snap")
+        let (arguments, payload) = try runner.startRequest(JobStart(launch: launch, snapshot: snapshot, gpus: [], gpuCount: 0,
+                                                                      slots: 1, owner: "o", exportGPUs: false, engine: nil))
+        let text = String(decoding: payload, as: UTF8.self)
+        #expect(text.contains("(umask 077 && printf '%s' 'export T=tok-value-77\n' > secrets.env) || exit 2"), "\(text)")
+        #expect(text.contains("printf '%s' 'export MODE=x\n' > env.sh || exit 2"), "other files keep the usual umask")
+        let line = try AgentRequest("start", arguments).line
+        #expect(!line.contains("tok-value-77"))
+        #expect(!line.contains("MODE=x"))
     }
 }
