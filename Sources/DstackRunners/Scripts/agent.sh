@@ -121,23 +121,33 @@ dstack_start() {
   s_payload=${s_payload%x}
   cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
   s_base=$PWD
-  for s_old in ${11}; do case $s_old in *[!A-Za-z0-9._-]*|.|..) ;; *) rm -rf "jobs/$s_old" ;; esac; done
+  s_rm=""
+  for s_old in ${11}; do case $s_old in *[!A-Za-z0-9._-]*|.|..) ;; *) s_rm="$s_rm jobs/$s_old jobs/.start-$s_old" ;; esac; done
+  # Plain names only (checked above): split as words, one rm for all.
+  # shellcheck disable=SC2086
+  [ -n "$s_rm" ] && rm -rf $s_rm
   [ -d "trees/$8/" ] || return 5
-  mkdir -p jobs || return 2
-  # One starter per job at a time: a start whose connection dropped may still be running here.
-  s_i=0
-  while ! mkdir "jobs/.start-$s_job" 2>/dev/null; do
+  [ -d jobs ] || mkdir -p jobs || return 2
+  # One starter per job at a time: a start whose connection dropped may still be running here. The lock file is
+  # made with noclobber (an O_EXCL create, no process) and holds its agent's pid, or "free" once done.
+  s_lock="jobs/.start-$s_job" s_i=0
+  while :; do
+    set -C
+    if { echo "$dstack_agent_pid" > "$s_lock"; } 2>/dev/null; then set +C; break; fi
+    set +C
     s_other=""
-    { read -r s_other < "jobs/.start-$s_job/agent"; } 2>/dev/null
-    if [ -n "$s_other" ] && ! kill -0 "$s_other" 2>/dev/null; then rm -rf "jobs/.start-$s_job"; continue; fi
+    { read -r s_other < "$s_lock"; } 2>/dev/null
+    if [ "$s_other" = free ] || { [ -n "$s_other" ] && ! kill -0 "$s_other" 2>/dev/null; }; then
+      echo "$dstack_agent_pid" > "$s_lock"
+      break
+    fi
     s_i=$((s_i + 1))
-    [ "$s_i" -gt 600 ] && { echo "E error another start of $s_job holds jobs/.start-$s_job"; return 2; }
+    [ "$s_i" -gt 600 ] && { echo "E error another start of $s_job holds $s_base/$s_lock"; return 2; }
     sleep 0.1
   done
-  echo "$dstack_agent_pid" > "jobs/.start-$s_job/agent"
   dstack_start_locked "$@"
   s_rc=$?
-  rm -rf "$s_base/jobs/.start-$s_job"
+  echo free > "$s_base/$s_lock"
   return "$s_rc"
 }
 
@@ -158,7 +168,7 @@ dstack_start_locked() {
     echo "E launched"
     return 0
   fi
-  rm -rf "$d"
+  [ -e "$d" ] && rm -rf "$d"
   mkdir -p "$d" && printf '%s\n' "$s_attempt" > "$d/attempt" && cp -Rp "$s_base/trees/$8/." "$d/repo" ||
     { echo "E error cannot copy the code into $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   if [ -d "$d.deps" ]; then
@@ -191,8 +201,13 @@ dstack_poll() {
     if [ ! -d "$p_d" ]; then echo "S $p_n missing"; p_n=$((p_n + 1)); continue; fi
     p_done=""
     [ -f "$p_d/exit" ] && p_done=1
-    p_size=$(wc -c < "$p_d/log" 2>/dev/null) || p_size=0
-    p_size=$((p_size + 0))
+    # An empty log needs no wc (most polls of a quiet job): `-s` is a builtin test.
+    if [ "$p_off" -eq 0 ] && [ ! -s "$p_d/log" ]; then
+      p_size=0
+    else
+      p_size=$(wc -c < "$p_d/log" 2>/dev/null) || p_size=0
+      p_size=$((p_size + 0))
+    fi
     p_more=""
     if [ "$p_size" -gt "$p_off" ]; then
       p_len=$((p_size - p_off))
@@ -248,7 +263,7 @@ dstack_finish() {
   for f_job; do
     case $f_job in *[!A-Za-z0-9._-]*|.|..|"") continue ;; esac
     [ "$f_release" = 1 ] && dstack_release_locks "$f_base" "$f_job"
-    rm -rf "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps"
+    rm -rf "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps" "$f_base/jobs/.start-$f_job"
   done
   return 0
 }
@@ -306,14 +321,17 @@ dstack_ping() {
 dstack_boot=""
 { read -r dstack_boot < /proc/sys/kernel/random/boot_id; } 2>/dev/null
 dstack_agent_pid=$$
+dstack_home=$PWD
 printf 'dstack-agent ready %s\n' "$$"
 while IFS= read -r dstack_request <&3; do
   case $dstack_request in
     dstack_[a-z_]*) ;;
     *) echo "E error not a request: ${dstack_request%% *}"; echo ". 6"; continue ;;
   esac
-  # The request's arguments are single-quoted words: eval only splits them.
-  ( eval "$dstack_request" )
+  # The request's arguments are single-quoted words: eval only splits them. No subshell (a process per request):
+  # the functions keep to their own variables and return, and each request starts from the agent's folder.
+  cd "$dstack_home" 2>/dev/null || true
+  eval "$dstack_request"
   echo ". $?"
 done
 exit 0
