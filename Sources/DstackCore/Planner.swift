@@ -80,7 +80,7 @@ public struct Planner: Sendable {
             func render(_ l: Located<String>, shell: Bool = false, _ vals: [String: String]) throws(ConfigError) -> String {
                 do {
                     let template = try Template(l.value)
-                    return shell ? template.renderShell(vals) : template.render(vals)
+                    return shell ? try template.renderShell(vals) : template.render(vals)
                 } catch {
                     throw ConfigError([project.sources.diagnostic(l, error.message)])
                 }
