@@ -1,0 +1,52 @@
+import Foundation
+import Testing
+
+/// File names come from anyone's commit: they are data, never a way to reach outside a runner's folders
+/// (issue 16, point 3), through the real binary.
+@Suite struct HostileInputTests {
+    @Test func aFileNameHoldingANewlineIsRefusedAtSnapshotNamingTheFile() throws {
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo hi]\n")
+        try box.write("data/evil\nname.txt", "x\n")
+        try box.write("data/tab\tname.txt", "x\n")
+        let result = try box.dstack("run", "a")
+        #expect(result.status == 2, "\(result.output)")
+        #expect(result.stderr == """
+            error: file name 'data/evil\\nname.txt' holds a newline; file names travel to runners as lines of text, so dstack cannot send it: rename the file, or leave it out of the snapshot (.gitignore, or .dstackignore without git)
+            error: file name 'data/tab\\tname.txt' holds a tab; file names travel to runners as lines of text, so dstack cannot send it: rename the file, or leave it out of the snapshot (.gitignore, or .dstackignore without git)
+
+            """, "\(result.stderr)")
+        // Left out of the snapshot, it is no longer a problem.
+        try box.write(".dstackignore", "data/\n")
+        let ignored = try box.dstack("run", "a")
+        #expect(ignored.status == 0, "\(ignored.output)")
+    }
+
+    /// A committed file named `.. x`, once removed, made the tree script run `rm -rf "$b/.."`: the runner's
+    /// whole `trees/` folder went.
+    @Test func removingAFileNamedDotDotSpaceLeavesTheRunnersOtherTreesAlone() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: ['cat src/a.txt; ls -a']\n  - name: b\n    commands: ['cat src/a.txt; ls -a']\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory(tag: "dots"))
+        try box.write("src/a.txt", "first\n")
+        try box.write(".. x", "dots\n")
+        let first = try box.dstack(["run", "a"], environment: bed.environment)
+        #expect(first.status == 0, "\(first.output)")
+        #expect(first.stdout.contains("a | .. x"), "\(first.output)")
+        let trees = bed.directory.appendingPathComponent("work-dots-r1/trees")
+        let before = Set(try FileManager.default.contentsOfDirectory(atPath: trees.path))
+
+        try FileManager.default.removeItem(at: box.project.appendingPathComponent(".. x"))
+        try box.write("src/a.txt", "second\n")
+        let second = try box.dstack(["run", "b"], environment: bed.environment)
+        #expect(second.status == 0, "\(second.output)")
+        #expect(second.stdout.contains("b | second"), "\(second.output)")
+        #expect(!second.stdout.contains(".. x"), "\(second.output)")
+        let after = Set((try? FileManager.default.contentsOfDirectory(atPath: trees.path)) ?? [])
+        #expect(before.subtracting(["latest"]).isSubset(of: after), "the first tree is gone: before \(before), after \(after)")
+    }
+}
