@@ -80,17 +80,18 @@ extension Workspace {
         return plan
     }
 
-    /// Probes every runner at once; an unreachable one never holds up the others past its connect timeout.
+    /// How many runners are probed at once: each holds a socket and a session thread while it connects.
+    static let probeConcurrency = 128
+
+    /// Probes the runners, `probeConcurrency` at a time; an unreachable one never holds up the others past its
+    /// connect timeout.
     public func probePool() async -> [(runner: any Runner, result: Result<RunnerInfo, any Error>)] {
         // Each child hands back a reference: with the Result itself as the child's value (a tuple of an index
         // and Result<RunnerInfo, any Error>), Swift 6.3.1 release builds read garbage and trapped.
         let outcomes = runners.map { _ in LockedValue<Result<RunnerInfo, any Error>>(.failure(CoreError.infrastructure("not probed"))) }
-        await withTaskGroup(of: Void.self) { group in
-            for (runner, outcome) in zip(runners, outcomes) {
-                group.addTask {
-                    do { outcome.set(.success(try await runner.probe())) } catch { outcome.set(.failure(error)) }
-                }
-            }
+        let runners = self.runners
+        await BoundedConcurrency.forEach(count: runners.count, limit: Self.probeConcurrency) { index in
+            do { outcomes[index].set(.success(try await runners[index].probe())) } catch { outcomes[index].set(.failure(error)) }
         }
         return zip(runners, outcomes).map { ($0, $1.get()) }
     }

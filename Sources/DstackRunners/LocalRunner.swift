@@ -137,7 +137,7 @@ public struct LocalRunner: Runner {
         try Data(RunnerScripts.launch.utf8).write(to: dir.appendingPathComponent("launch.sh"))
         let engine = job.image == nil ? nil : try await probe().engine
         try Data(JobCommand.script(for: job, engine: engine).utf8).write(to: dir.appendingPathComponent("run.sh"))
-        var environment = ProcessInfo.processInfo.environment
+        var environment = InheritedEnvironment.forJobs(ProcessInfo.processInfo.environment)  // issue 16: no credentials
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text.
         let pid = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("launch.sh").path, dir.path, job.workingDir],

@@ -50,3 +50,29 @@ import Testing
         #expect(before.subtracting(["latest"]).isSubset(of: after), "the first tree is gone: before \(before), after \(after)")
     }
 }
+
+/// A local job runs anyone's commands: it does not inherit the coordinator's credentials (issue 16, point 9).
+@Suite struct JobEnvironmentTests {
+    @Test func aLocalJobDoesNotInheritTheCoordinatorsCredentials() throws {
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("""
+            workflows:
+              - name: a
+                commands: ['env | sort']
+              - name: b
+                environment: {AWS_ACCESS_KEY_ID: given-on-purpose}
+                commands: ['echo "id=$AWS_ACCESS_KEY_ID"']
+            """)
+        let secrets = ["AWS_ACCESS_KEY_ID": "AKIDSEKRIT1", "AWS_SECRET_ACCESS_KEY": "sekrit-2", "AWS_SESSION_TOKEN": "sekrit-3",
+                       "DSTACK_SSH_PASSPHRASE": "sekrit-4", "UNRELATED_SETTING": "kept-5"]
+        let result = try box.dstack(["run", "a"], environment: secrets)
+        #expect(result.status == 0, "\(result.output)")
+        for (name, value) in secrets where name != "UNRELATED_SETTING" {
+            #expect(!result.output.contains(value), "\(name) reached the job")
+        }
+        #expect(result.stdout.contains("a | UNRELATED_SETTING=kept-5"), "\(result.output)")
+        let named = try box.dstack(["run", "b"], environment: secrets)
+        #expect(named.stdout.contains("b | id=given-on-purpose"), "\(named.output)")
+    }
+}
