@@ -169,7 +169,7 @@ extension DstackCommand {
             arguments.append(name)
             let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
             let logDir = (ProcessInfo.processInfo.environment["DSTACK_RUNNER_DIR"] ?? "\(home)/.dstack/runner") + "/coordinators"
-            try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             _ = try Subprocess.spawnDetached(arguments, environment: ProcessInfo.processInfo.environment,
                                              stdout: "\(logDir)/\(name).log")
         }

@@ -24,8 +24,7 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
         self.input = input
         self.output = output
         buffer = .allocate(byteCount: bufferSize, alignment: 16)
-        let shown = command.count > 80 ? command.prefix(77) + "..." : command
-        super.init(label: "remote command '\(shown)'", idleTimeout: idleTimeout, completion: completion)
+        super.init(label: "remote command '\(summarized(command))'", idleTimeout: idleTimeout, completion: completion)
     }
 
     deinit { buffer.deallocate() }

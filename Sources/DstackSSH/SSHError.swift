@@ -75,7 +75,7 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "the ssh operation was cancelled"
         case let .commandFailed(command, status, stderr):
             let tail = stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
-            return "remote command '\(command)' \(status)" + (tail.isEmpty ? "" : ":\n\(tail)")
+            return "remote command '\(summarized(command))' \(status)" + (tail.isEmpty ? "" : ":\n\(tail)")
         case let .remoteFile(path, reason):
             return "remote file \(path): \(reason)"
         case let .localIO(path, reason):

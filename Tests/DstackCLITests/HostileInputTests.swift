@@ -76,3 +76,43 @@ import Testing
         #expect(named.stdout.contains("b | id=given-on-purpose"), "\(named.output)")
     }
 }
+
+/// What a run carries stays out of logs others can read (issue 16, point 5).
+@Suite struct PrivateLogsTests {
+    @Test func aDetachedCoordinatorsLogIsReadableByItsOwnerOnly() throws {
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo hi]\n")
+        let result = try box.dstack("run", "a", "-d")
+        #expect(result.status == 0, "\(result.output)")
+        let name = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let log = box.runnerDir.appendingPathComponent("coordinators/\(name).log")
+        var info = stat()
+        #expect(lstat(log.path, &info) == 0, "no log at \(log.path)")
+        #expect(info.st_mode & 0o777 == 0o600, "the log's mode is \(String(info.st_mode & 0o777, radix: 8))")
+        #expect(lstat(log.deletingLastPathComponent().path, &info) == 0 && info.st_mode & 0o777 == 0o700)
+        // Let the background run finish before the sandbox goes.
+        for _ in 0..<100 where try box.statusJSON(name).first?["status"] as? String == "running" { usleep(100_000) }
+    }
+
+    @Test func verboseOutputShowsNoEnvironmentOrVariableValue() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("""
+            workflows:
+              - name: a
+                environment: {API_TOKEN: env-sekrit-41}
+                commands: ['test -n "$API_TOKEN" && test -n "$SEED" && echo ran']
+            """)
+        try box.variables("variables:\n  a: {seed: var-sekrit-42}\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory())
+        let result = try box.dstack(["-v", "run", "a"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.stdout.contains("a | ran"), "\(result.output)")
+        #expect(result.stderr.contains("exec "), "-v shows no remote command at all: \(result.stderr)")
+        #expect(!result.output.contains("env-sekrit-41"), "an environment value is in the -v output")
+        #expect(!result.output.contains("var-sekrit-42"), "a variable value is in the -v output")
+    }
+}
