@@ -46,7 +46,7 @@ extension RunStore {
     /// file arrives in a private folder and is moved into place, and modes are set through the file's own
     /// descriptor: nothing is ever written, moved or changed through a link. Links are created last.
     public func downloadArtifacts(_ manifests: [ArtifactManifest], into directory: URL) async throws {
-        try ArtifactPlacement.check(manifests)
+        if let problem = ArtifactPlacement.problem(manifests) { throw StorageError.refused(problem) }
         let target: Folder
         do { target = try Folder.open(directory.path, create: true) } catch { throw placementError(error) }
         let incomingName = ".dstack-incoming-\(UUID().uuidString.prefix(8))"
@@ -109,84 +109,6 @@ extension RunStore {
         default:
             return error
         }
-    }
-}
-
-/// Checks a set of manifests read from storage before any of their files is placed.
-enum ArtifactPlacement {
-    /// Throws `StorageError.refused` for an entry that escapes, sits below a link, or a link that resolves
-    /// outside its artifact through the links of all the manifests; returns each link's artifact root.
-    @discardableResult
-    static func check(_ manifests: [ArtifactManifest]) throws -> [String: String] {
-        var links: [String: String] = [:]
-        for manifest in manifests {
-            for file in manifest.files {
-                guard relativePathProblem(file.path) == nil, normalizedRelativePath(file.path) == file.path else {
-                    throw StorageError.refused("artifact path '\(file.path)' in manifest \(manifest.cacheKey) escapes its directory or is not a plain relative path; refusing to place it")
-                }
-                if let link = file.link { links[file.path] = link }
-            }
-        }
-        var roots: [String: String] = [:]
-        for manifest in manifests {
-            for file in manifest.files {
-                let parts = file.path.split(separator: "/")
-                for end in parts.indices.dropLast() where links[parts[...end].joined(separator: "/")] != nil {
-                    throw StorageError.refused("artifact entry '\(file.path)' in manifest \(manifest.cacheKey) lies below a link; refusing to place it")
-                }
-                guard let link = file.link else { continue }
-                let root = manifest.paths.map(normalizedRelativePath).first { file.path == $0 || file.path.hasPrefix($0 + "/") } ?? ""
-                guard LinkResolver(links: links).staysInside(link: file.path, target: link, artifactRoot: root) else {
-                    throw StorageError.refused("artifact link '\(file.path)' -> '\(link)' in manifest \(manifest.cacheKey) points outside its artifact; refusing to place it")
-                }
-                roots[file.path] = root
-            }
-        }
-        return roots
-    }
-}
-
-/// Resolves a link's target the way the file system would, through a known set of links, without touching disk.
-struct LinkResolver {
-    /// Every link that will exist, by path relative to the folder, with its target.
-    let links: [String: String]
-    /// The most links followed in one resolution (as Linux's `MAXSYMLINKS`).
-    static let maximumHops = 40
-
-    /// True when the link at `link` pointing to `target` resolves inside `artifactRoot` (or is it), and every
-    /// folder passed on the way is inside it or above it: a detour through anything else, which might itself
-    /// be a link nobody checked, is refused.
-    func staysInside(link: String, target: String, artifactRoot root: String) -> Bool {
-        func allowed(_ parts: [String], final: Bool) -> Bool {
-            let path = parts.joined(separator: "/")
-            let inside = root.isEmpty || path == root || path.hasPrefix(root + "/")
-            let above = path.isEmpty || root.hasPrefix(path + "/")
-            return inside || (!final && above)
-        }
-        if target.hasPrefix("/") { return false }
-        var resolved = link.split(separator: "/").dropLast().map(String.init)
-        var pending = target.split(separator: "/").map(String.init)
-        var hops = 0
-        while !pending.isEmpty {
-            let component = pending.removeFirst()
-            switch component {
-            case ".":
-                continue
-            case "..":
-                if resolved.isEmpty { return false }
-                resolved.removeLast()
-            default:
-                resolved.append(component)
-                if let next = links[resolved.joined(separator: "/")] {
-                    hops += 1
-                    if hops > Self.maximumHops || next.hasPrefix("/") { return false }
-                    resolved.removeLast()
-                    pending = next.split(separator: "/").map(String.init) + pending
-                }
-            }
-            if !allowed(resolved, final: false) { return false }
-        }
-        return allowed(resolved, final: true)
     }
 }
 
