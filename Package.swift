@@ -53,6 +53,18 @@ let package = Package(
             "DstackModel",
             "DstackSSH",
             .product(name: "Logging", package: "swift-log"),
+        ], resources: [
+            // The shell code that runs on runners, in files of its own (linted by the tests; docs/agent.md),
+            // compiled into the binary: nothing to find at run time.
+            .embedInCode("Scripts/agent.sh"),
+            .embedInCode("Scripts/wrapper.sh"),
+            .embedInCode("Scripts/tree-build.sh"),
+            .embedInCode("Scripts/tree-from-tar.sh"),
+            .embedInCode("Scripts/tree-publish.sh"),
+            .embedInCode("Scripts/objects-list.sh"),
+            .embedInCode("Scripts/objects-adopt.sh"),
+            .embedInCode("Scripts/artifacts-inspect.sh"),
+            .embedInCode("Scripts/python-env.sh"),
         ]),
         .target(name: "DstackCore", dependencies: [
             "DstackModel", "DstackStorage", "DstackRunners",
@@ -66,7 +78,7 @@ let package = Package(
         ]),
         .executableTarget(name: "dstack", dependencies: ["DstackCLI"]),
 
-        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"]),
+        .testTarget(name: "DstackModelTests", dependencies: ["DstackModel", "DstackYAML"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackStorageTests", dependencies: ["DstackStorage"], exclude: ["Fixtures"]),
         .testTarget(name: "DstackSSHTests", dependencies: ["DstackSSH"]),
         .testTarget(name: "DstackCoreTests", dependencies: ["DstackCore"]),

@@ -61,10 +61,11 @@ extension DstackCommand {
                 try c.encode(info?.maxJobs, forKey: .maxJobs)
                 try c.encode(info?.labels, forKey: .labels)
                 try c.encode(info?.locks, forKey: .busy)
+                try c.encode(info?.pythons, forKey: .pythons)
             }
 
             enum CodingKeys: String, CodingKey {
-                case name, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy
+                case name, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy, pythons
             }
         }
 

@@ -22,9 +22,9 @@ public struct DstackCommand: AsyncParsableCommand {
         Exit status: 0 success, 1 the run failed, 2 invalid configuration, 3 infrastructure (storage or runners \
         unusable), 64 usage.
         """,
-        version: "0.1.0",
+        version: dstackVersion,
         subcommands: [Init.self, Run.self, Status.self, Logs.self, Stop.self, Attach.self, Artifacts.self,
-                      Tags.self, Dag.self, Runners.self, Delete.self, Prune.self]
+                      Tags.self, Dag.self, Runners.self, Delete.self, Prune.self, Secrets.self]
     )
 
     public init() {}

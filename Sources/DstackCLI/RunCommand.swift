@@ -54,8 +54,12 @@ extension DstackCommand {
                 let closure = try planner.closure(of: workflow)
                 let known = planner.variables(for: closure)
                 let overrides = try parseVariables(known: known.map(\.name))
+                for warning in workspace.secretLikeNameWarnings(closure, project: project) {
+                    Terminal.error("warning: \(warning)")
+                }
                 var request = RunRequest(workflow: workflow, overrides: overrides, noCache: noCache, keep: keep, tag: tag)
                 request.retries = max(0, retries)
+                request.commandLine = CommandLine.arguments
                 let submitted = try await workspace.submit(request)
                 let name = submitted.record.name
 

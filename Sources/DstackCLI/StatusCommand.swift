@@ -48,9 +48,34 @@ struct RunJSON: Encodable {
     let tags: [String]
     let variables: [String: String]
     let jobs: [Job]
+    let submittedBy: String?
+    let git: Git?
+    let command: [String]?
+    let dstackVersion: String?
+
+    /// `"git"`: every key present, null when unknown.
+    struct Git: Encodable {
+        let state: GitState
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(state.commit, forKey: .commit)
+            try c.encode(state.branch, forKey: .branch)
+            try c.encode(state.dirty, forKey: .dirty)
+            try c.encode(state.changedFiles, forKey: .changedFiles)
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case commit, branch, dirty, changedFiles
+        }
+    }
 
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(submittedBy, forKey: .submittedBy)
+        try c.encode(git, forKey: .git)
+        try c.encode(command, forKey: .command)
+        try c.encode(dstackVersion, forKey: .dstackVersion)
         try c.encode(name, forKey: .name)
         try c.encode(workflow, forKey: .workflow)
         try c.encode(status, forKey: .status)
@@ -64,6 +89,7 @@ struct RunJSON: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case name, workflow, status, submittedAt, finishedAt, coordinatorGone, tags, variables, jobs
+        case submittedBy, git, command, dstackVersion
     }
 
     init(_ run: RunRecord, tags: [String], coordinatorGone: Bool) {
@@ -75,6 +101,10 @@ struct RunJSON: Encodable {
         self.coordinatorGone = coordinatorGone
         self.tags = tags
         variables = run.overrides
+        submittedBy = run.provenance?.submittedBy
+        git = run.provenance?.git.map(Git.init)
+        command = run.provenance?.command
+        dstackVersion = run.provenance?.dstackVersion
         jobs = run.jobs.map {
             Job(id: $0.id, workflow: $0.workflow, status: $0.status.rawValue, runner: $0.runner, exitCode: $0.exitCode,
                 signal: $0.signal, reason: $0.reason, cacheKey: $0.cacheKey, attempts: $0.attempts,
@@ -147,13 +177,38 @@ extension DstackCommand {
                 }
             }
             Terminal.out(Terminal.table(["RUN", "WORKFLOW", "JOB", "STATUS", "RUNNER", "SUBMITTED", "DURATION", "TAG"], rows))
+            if run != nil, let provenance = runs.first?.provenance {
+                Terminal.out("\n" + Self.describe(provenance))
+            }
+        }
+
+        /// Where a run came from, one `key  value` line each.
+        static func describe(_ provenance: Provenance) -> String {
+            var git = "not a git repository"
+            if let state = provenance.git {
+                git = (state.commit.map { String($0.prefix(12)) } ?? "no commit yet") + " on " + (state.branch ?? "a detached head")
+                if state.dirty {
+                    let shown = state.changedFiles.prefix(10).joined(separator: ", ")
+                    let more = state.changedFiles.count > 10 ? " and \(state.changedFiles.count - 10) more" : ""
+                    git += ", with uncommitted changes to \(state.changedFiles.count) file\(state.changedFiles.count == 1 ? "" : "s"): \(shown)\(more)"
+                } else {
+                    git += ", clean"
+                }
+            }
+            let rows = [
+                ["submitted by", provenance.submittedBy],
+                ["git", git],
+                ["command", provenance.command.map(shellQuote).joined(separator: " ")],
+                ["dstack", provenance.dstackVersion],
+            ]
+            return rows.map { $0[0].padding(toLength: 14, withPad: " ", startingAt: 0) + $0[1] }.joined(separator: "\n")
         }
     }
 
     struct Logs: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Show a run's stored logs.",
-            discussion: "Without JOB, every job's log is shown, each line prefixed by its job. -f follows until the run ends."
+            discussion: "Without JOB, every job's log is shown, each line prefixed by its job. -f follows until the run ends. --since shows only what arrived lately (to within a few seconds)."
         )
 
         @OptionGroup var global: GlobalOptions
@@ -167,9 +222,23 @@ extension DstackCommand {
         @Flag(name: .shortAndLong, help: "Keep printing new output until the run finishes.")
         var follow = false
 
+        @Option(help: ArgumentHelp("Only output that arrived in the last DURATION (90s, 10m, 2h, 1d) or since a time (2026-11-27T02:06:31Z).", valueName: "duration-or-time"))
+        var since: String?
+
+        /// The time `--since` names.
+        func cutoff(now: Date = Date()) throws -> Date? {
+            guard let since else { return nil }
+            if let seconds = parseDuration(since), seconds >= 0 { return now.addingTimeInterval(-seconds) }
+            if let time = parseTimestamp(since) { return time }
+            throw ValidationError("--since takes a duration like 90s, 10m, 2h or 1d, or an ISO 8601 time, not '\(since)'")
+        }
+
+        func validate() throws { _ = try cutoff() }
+
         func run() async throws {
             let workspace = try global.workspace()
             var record = try await workspace.run(run)
+            let cutoff = try cutoff()
             if let job, !record.jobs.contains(where: { $0.workflow == job }) {
                 throw CoreError.notFound("run '\(run)' has no job '\(job)'\(didYouMean(job, record.jobs.map(\.workflow))); its jobs: \(record.jobs.map(\.workflow).joined(separator: ", "))")
             }
@@ -177,10 +246,18 @@ extension DstackCommand {
             let prefixed = job == nil && jobs.count > 1
             let width = jobs.map(\.count).max() ?? 0
             var offsets: [String: Int] = [:]
+            if let cutoff {
+                for job in record.jobs where jobs.contains(job.workflow) {
+                    let offset = try await workspace.logOffset(run: run, job: job, since: cutoff)
+                    offsets[job.workflow] = Int(clamping: offset)
+                }
+            }
             var partial: [String: String] = [:]
             while true {
                 for wf in jobs {
                     let data = try await workspace.store.readLog(run: run, workflow: wf)
+                    // A start past the end (everything older than --since): from the end, for what comes next.
+                    if let start = offsets[wf], start > data.count { offsets[wf] = data.count }
                     let start = offsets[wf] ?? 0
                     guard data.count > start else { continue }
                     offsets[wf] = data.count

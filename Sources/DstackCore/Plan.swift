@@ -29,6 +29,8 @@ public struct PlannedJob: Sendable, Hashable, Codable {
     public var cacheKey: String
     /// The stored result it reuses, when its key is already done in storage.
     public var cached: CacheEntry?
+    /// The Python it needs (`requirements`, `python:`, `provider: python`), if any.
+    public var python: PythonNeed? = nil
 }
 
 /// The jobs one run executes, in dependency order (every job after the jobs it depends on).

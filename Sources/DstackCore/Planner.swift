@@ -71,16 +71,21 @@ public struct Planner: Sendable {
                 values[v.name] = overrides[v.name] ?? v.value.value
             }
             let variables = values
+            // `$variables_as_args`: every variable the workflow sees, in the order they were declared.
+            let arguments = project.variables.visible(to: name).map { (name: $0.name, value: values[$0.name] ?? "") }
             // Cache keys see builtins as written, so a run's name never makes its results unique.
             var keyValues = values
             for builtin in builtinVariables { keyValues[builtin] = "${{ \(builtin) }}" }
             values["run_name"] = runName
             values["job_id"] = jobId
+            values[Template.argumentsVariable] = Template.argumentsText(arguments)
+            // Early dstack's `$name` references stand for these names in commands; any other `$NAME` is the shell's.
+            let declared = Set(values.keys)
 
             func render(_ l: Located<String>, shell: Bool = false, _ vals: [String: String]) throws(ConfigError) -> String {
                 do {
-                    let template = try Template(l.value)
-                    return shell ? try template.renderShell(vals) : template.render(vals)
+                    if shell { return try Template(l.value, declared: declared, shell: true).renderShell(vals, arguments: arguments) }
+                    return try Template(l.value).render(vals)
                 } catch {
                     throw ConfigError([project.sources.diagnostic(l, error.message)])
                 }
@@ -120,6 +125,21 @@ public struct Planner: Sendable {
             environment["DSTACK_JOB_ID"] = jobId
             environment["DSTACK_WORKFLOW"] = name
             let resources = try Resources.resolve(wf.resources, values: values, sources: project.sources)
+            var python: PythonNeed?
+            if let spec = wf.python {
+                // The environment first (it installs the requirements), then `before_run` and commands, then the script.
+                let requirements = try spec.requirements.map { l throws(ConfigError) in try render(l, values) }
+                let prelude = PythonEnvironment.prelude(version: spec.version?.value, requirements: requirements)
+                commands.insert(prelude, at: 0)
+                keyCommands.insert(prelude, at: 0)
+                if let script = spec.script, let line = spec.command {
+                    let command = Located(line, at: script.mark, in: script.file)
+                    commands.append(try render(command, shell: true, values))
+                    keyCommands.append(try render(command, shell: true, keyValues))
+                }
+                let gpuImage = image == nil && resources.gpu > 0 ? PythonEnvironment.gpuImage(version: spec.version?.value) : nil
+                python = PythonNeed(version: spec.version?.value, image: gpuImage)
+            }
 
             var tagDeps: [TagDependency] = []
             for dep in wf.dependsOn {
@@ -134,14 +154,17 @@ public struct Planner: Sendable {
             let key = CacheKey.compute(
                 workflow: name, image: image, commands: keyCommands, environment: keyEnvironment,
                 workingDir: workingDir, artifacts: artifacts, variables: variables, snapshotId: snapshotId,
-                dependencies: runtimeDeps.map { keys[$0]! }, tagDependencies: tagDeps.map(\.cacheKey))
+                dependencies: runtimeDeps.map { keys[$0]! }, tagDependencies: tagDeps.map(\.cacheKey),
+                secretNames: wf.secrets.map(\.value))
             keys[name] = key
+            var launch = JobLaunch(jobId: jobId, commands: commands, environment: environment,
+                                   workingDir: workingDir, image: image)
+            launch.secretNames = wf.secrets.map(\.value)
             jobs.append(PlannedJob(
                 workflow: name, id: jobId, dependsOn: runtimeDeps, tagDependencies: tagDeps,
-                launch: JobLaunch(jobId: jobId, commands: commands, environment: environment,
-                                  workingDir: workingDir, image: image),
+                launch: launch,
                 artifacts: artifacts, resources: resources, labels: wf.labels, retryLimit: wf.retryLimit,
-                maxDuration: wf.maxDuration, variables: variables, cacheKey: key, cached: nil))
+                maxDuration: wf.maxDuration, variables: variables, cacheKey: key, cached: nil, python: python))
         }
         return Plan(target: target, jobs: jobs)
     }
@@ -150,10 +173,12 @@ public struct Planner: Sendable {
 /// The cache key of DESIGN.md §3: sha256 over the substituted workflow, its variables, the code snapshot and the
 /// keys of what it depends on. Equal keys mean equal inputs, so a stored result can stand in for a run.
 public enum CacheKey {
-    /// Computes a key; every list that has no meaningful order is sorted first.
+    /// Computes a key; every list that has no meaningful order is sorted first. `secretNames` are the names of
+    /// the secrets the job receives (never their values).
     public static func compute(workflow: String, image: String?, commands: [String], environment: [String: String],
                                workingDir: String, artifacts: [String], variables: [String: String],
-                               snapshotId: String, dependencies: [String], tagDependencies: [String]) -> String {
+                               snapshotId: String, dependencies: [String], tagDependencies: [String],
+                               secretNames: [String] = []) -> String {
         var hasher = SHA256()
         func field(_ name: String, _ value: String) {
             // Length-prefixed fields: no value can be crafted to look like another field.
@@ -170,6 +195,9 @@ public enum CacheKey {
         field("snapshot", snapshotId)
         for d in dependencies.sorted() { field("dep", d) }
         for d in tagDependencies.sorted() { field("tagdep", d) }
+        // Names only (a job that needs a new secret is a new job); values never enter a key. No field without
+        // secrets, so keys stored before secrets existed stay valid.
+        for s in secretNames.sorted() { field("secret", s) }
         return hex(hasher.finalize())
     }
 }

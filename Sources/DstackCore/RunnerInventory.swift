@@ -53,9 +53,12 @@ enum RunnerInventory {
                                       cpu: r.cpu?.value, memory: r.memory?.value)
                 if r.gpuCount == nil { resources?.gpu = -1 }  // not overridden
             }
-            return SSHRunner(SSHRunnerConfig(name: runner.name, ssh: ssh, workdir: runner.remoteWorkdir,
-                                             maxJobs: runner.maxJobs, labels: runner.labels, resources: resources,
-                                             localObjects: localObjects))
+            var config = SSHRunnerConfig(name: runner.name, ssh: ssh, workdir: runner.remoteWorkdir,
+                                         maxJobs: runner.maxJobs, labels: runner.labels, resources: resources,
+                                         localObjects: localObjects)
+            // How long a runner may stay unreachable before its jobs count as lost (docs/failures.md).
+            config.lostTimeout = .milliseconds(Int64((env["DSTACK_LOST_TIMEOUT"].flatMap(Double.init) ?? 60) * 1000))
+            return SSHRunner(config)
         }
     }
 

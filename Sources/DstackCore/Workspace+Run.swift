@@ -17,6 +17,8 @@ public struct RunRequest: Sendable {
     public var tag: String?
     /// How many times a job whose runner is lost is tried again elsewhere.
     public var retries: Int = 2
+    /// The command line that asked for the run, recorded with it (secret values in it are masked).
+    public var commandLine: [String] = []
 
     /// Creates a request.
     public init(workflow: String, overrides: [String: String] = [:], noCache: Bool = false, keep: Bool = false, tag: String? = nil) {
@@ -126,7 +128,7 @@ extension Workspace {
     /// Checks that some runner could ever run each job; a job that none can ever fit is a configuration error.
     func checkFit(_ plan: Plan, project: Project, pool: [PoolMember]) async throws {
         for job in plan.jobs where job.cached == nil {
-            let misfits = pool.map { ($0.info.name, $0.info.misfit(job.resources, labels: job.labels, needsEngine: job.launch.image != nil)) }
+            let misfits = pool.map { ($0.info.name, job.misfit(on: $0.info)) }
             if let first = misfits.first, misfits.allSatisfy({ $0.1 != nil }) {
                 let detail = misfits.count == 1 ? "on runner '\(first.0)'" : "on any of \(misfits.map { "'\($0.0)'" }.joined(separator: ", "))"
                 let message = "no runner can ever fit job '\(job.workflow)': it needs \(first.1!) \(detail); lower its resources or add a runner that has them"
@@ -141,6 +143,12 @@ extension Workspace {
     /// Loads, snapshots, plans and records a new run; nothing runs yet.
     public func submit(_ request: RunRequest) async throws -> SubmittedRun {
         let project = try loadProject()
+        // A secret that is not set stops everything before anything is taken or stored.
+        let secrets = try secretValues(for: try Planner(project: project).closure(of: request.workflow), project: project)
+        let everySecret = ((try? secretStore.values(project: projectName)) ?? [:]).map(\.value)
+        let provenance = Task { [root] in
+            await Provenance.collect(root: root, command: request.commandLine, secrets: everySecret + secrets.values)
+        }
         // Runners are connected and probed while the snapshot is taken: each takes about as long as the other.
         let probing = Task { try await self.reachablePoolAndNotices() }
         let snapshot: Snapshot
@@ -171,7 +179,10 @@ extension Workspace {
         var number = (existing.compactMap { Int($0.dropFirst(stem.count + 1)) }.max() ?? 0) + 1
         while true {
             let name = "\(stem)-\(number)"
-            let plan = try await self.plan(request, project: project, snapshot: snapshot, runName: name)
+            var plan = try await self.plan(request, project: project, snapshot: snapshot, runName: name)
+            for i in plan.jobs.indices where !plan.jobs[i].launch.secretNames.isEmpty {
+                plan.jobs[i].launch.secretValues = SecretValues(secrets.filter { plan.jobs[i].launch.secretNames.contains($0.key) })
+            }
             try await checkFit(plan, project: project, pool: pool)
             var record = RunRecord(name: name, project: projectName, workflow: request.workflow,
                                    overrides: request.overrides, snapshotId: snapshot.id, submittedAt: Date(),
@@ -184,6 +195,7 @@ extension Workspace {
                                    }, keep: request.keep)
             record.tagWhenDone = request.tag
             record.retries = request.retries
+            record.provenance = await provenance.value
             let owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"
             guard try await store.claimRunName(name, by: owner) else {
                 number += 1  // another coordinator took this name a moment ago
@@ -232,7 +244,8 @@ extension Workspace {
             throw CoreError.notFound("run '\(name)' has no stored plan; it cannot be coordinated (delete it with 'dstack delete \(name)')")
         }
         let decoder = RecordCoding.decoder()
-        let plan = try decoder.decode(Plan.self, from: inputs.plan)
+        var plan = try decoder.decode(Plan.self, from: inputs.plan)
+        try fillSecrets(&plan, run: name)
         let snapshot = try decoder.decode(Snapshot.self, from: inputs.snapshot)
         try await takeLease(record)
         // run.json is written at most twice a second; each job.json on every change. A coordinator killed between

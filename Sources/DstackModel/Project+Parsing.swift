@@ -1,6 +1,6 @@
 /// The keys a workflow may have.
 public let workflowKeys = ["name", "help", "image", "depends-on", "commands", "artifacts", "environment",
-                           "working_dir", "resources", "labels", "retry", "max_duration"]
+                           "working_dir", "resources", "labels", "retry", "max_duration", "secrets"] + providerKeys
 
 extension Project {
     /// The valid workflows, and the names of all workflows written, broken ones included, so that a broken
@@ -23,7 +23,7 @@ extension Project {
     }
 
     static func parseWorkflow(_ node: Node, _ r: inout NodeReader, names: inout [String]) -> Workflow? {
-        guard let pairs = r.mapping(node, what: "a workflow", allowed: workflowKeys) else { return nil }
+        guard let pairs = r.mapping(node, what: "a workflow", allowed: workflowKeys + unsupportedWorkflowKeys.keys) else { return nil }
         let errorsBefore = r.diagnostics.count
         // Keys the unknown ones were taken for (`comands`), so they are not also reported as missing.
         let suggested = Set((node.mapping ?? []).compactMap { pair in
@@ -41,6 +41,7 @@ extension Project {
         var labels: [String] = []
         var retryLimit = 0
         var maxDuration: Double?
+        var secrets: [Located<String>] = []
 
         for (key, _, value) in pairs {
             switch key {
@@ -72,7 +73,7 @@ extension Project {
                     r.error(value.mark, "'commands' is empty; a workflow needs at least one command")
                 }
             case "artifacts":
-                artifacts = r.stringList(value, what: "'artifacts'") ?? []
+                artifacts = parseArtifacts(value, &r)
                 for a in artifacts {
                     if let problem = relativePathProblem(a.value) {
                         r.error(a.mark, "artifact path '\(a.value)' \(problem); artifacts are paths relative to the repository root")
@@ -112,8 +113,14 @@ extension Project {
                         r.error(value.mark, "max_duration must be a duration like 90s, 30m, 2h or 1d, got '\(text)'")
                     }
                 }
+            case "secrets":
+                secrets = parseSecretNames(value, &r)
             default: break
             }
+        }
+        let (provider, python) = parseProvider(pairs, &r, commands: &commands, image: image, workflow: node)
+        for secret in secrets where environment.contains(where: { $0.name == secret.value }) {
+            r.error(secret.mark, "'\(secret.value)' is both a secret and an 'environment' entry; remove it from 'environment' (its value would be stored)")
         }
         guard let name else {
             if !suggested.contains("name"), r.diagnostics.count == errorsBefore || !pairs.contains(where: { $0.name == "name" }) {
@@ -132,6 +139,9 @@ extension Project {
         workflow.labels = labels
         workflow.retryLimit = retryLimit
         workflow.maxDuration = maxDuration
+        workflow.provider = provider
+        workflow.python = python
+        workflow.secrets = secrets
         return workflow
     }
 
@@ -170,9 +180,9 @@ extension Project {
         r.string(node, what: what)
     }
 
-    /// Checks a literal (non-templated) value now; templated ones are checked once substituted.
+    /// Checks a literal value now; templated ones (`${{ gpu }}`, `$gpu`) are checked once substituted.
     private static func checkInteger(_ value: Located<String>?, what: String, minimum: Int = 0, _ r: inout NodeReader) {
-        guard let value, !value.value.contains("${{") else { return }
+        guard let value, !value.value.contains("$") else { return }
         guard let number = Int(value.value), number >= minimum else {
             let range = minimum == 0 ? "" : " (\(minimum) or more)"
             r.error(value.mark, "\(what) must be a whole number\(range), got '\(value.value)'")
@@ -181,7 +191,7 @@ extension Project {
     }
 
     private static func checkSize(_ value: Located<String>?, what: String, _ r: inout NodeReader) {
-        guard let value, !value.value.contains("${{") else { return }
+        guard let value, !value.value.contains("$") else { return }
         if parseByteSize(value.value) == nil {
             r.error(value.mark, "\(what) must be a size like 16GB or 512MB, got '\(value.value)'")
         }
@@ -288,4 +298,21 @@ public func normalizedRelativePath(_ path: String) -> String {
 public func isEnvironmentName(_ name: String) -> Bool {
     guard let first = name.first, first == "_" || (first.isASCII && first.isLetter) else { return false }
     return name.allSatisfy { $0 == "_" || ($0.isASCII && ($0.isLetter || $0.isNumber)) }
+}
+
+extension Project {
+    /// `secrets: [NAME, ...]`: environment variable names, each once.
+    static func parseSecretNames(_ node: Node, _ r: inout NodeReader) -> [Located<String>] {
+        var names: [Located<String>] = []
+        for item in r.stringList(node, what: "'secrets'") ?? [] {
+            if !isEnvironmentName(item.value) {
+                r.error(item.mark, "secret name '\(item.value)' is not a valid environment variable name (letters, digits and '_', not starting with a digit)")
+            } else if names.contains(where: { $0.value == item.value }) {
+                r.error(item.mark, "secret '\(item.value)' is listed twice")
+            } else {
+                names.append(item)
+            }
+        }
+        return names
+    }
 }

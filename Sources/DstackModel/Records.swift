@@ -49,6 +49,9 @@ public struct Attempt: Sendable, Codable, Hashable {
     public var reason: String?
     /// The size of the job's stored log when this attempt began: its own output starts there.
     public var logStart: Int64?
+    /// True while the attempt was sent to its runner but not yet granted a slot there (a busy runner's refusal
+    /// then removes it: it never ran).
+    public var pending: Bool?
 
     /// Creates an attempt that has just started.
     public init(runner: String, startedAt: Date) {
@@ -176,6 +179,8 @@ public struct RunRecord: Sendable, Codable, Hashable {
     public var retries: Int = 2
     /// Its jobs, in dependency order.
     public var jobs: [JobRecord]
+    /// Who submitted it, from which code, with which command (nil for runs recorded before it was kept).
+    public var provenance: Provenance?
 
     /// Creates a run record.
     public init(name: String, project: String, workflow: String, overrides: [String: String], snapshotId: String,
@@ -194,7 +199,7 @@ public struct RunRecord: Sendable, Codable, Hashable {
 
     enum CodingKeys: String, CodingKey {
         case name, project, workflow, overrides, snapshotId, status, submittedAt, finishedAt, coordinator, stopRequested
-        case keep, jobs, tagWhenDone, retries
+        case keep, jobs, tagWhenDone, retries, provenance
     }
 
     public init(from decoder: any Decoder) throws {
@@ -213,6 +218,7 @@ public struct RunRecord: Sendable, Codable, Hashable {
         jobs = try c.decode([JobRecord].self, forKey: .jobs)
         tagWhenDone = try c.decodeIfPresent(String.self, forKey: .tagWhenDone)
         retries = try c.decodeIfPresent(Int.self, forKey: .retries) ?? 2
+        provenance = try c.decodeIfPresent(Provenance.self, forKey: .provenance)
     }
 }
 

@@ -52,7 +52,7 @@ public struct Resources: Sendable, Hashable, Codable {
     public static func resolve(_ spec: ResourceSpec, values: [String: String], sources: SourceSet) throws(ConfigError) -> Resources {
         var out = Resources()
         func text(_ l: Located<String>) throws(ConfigError) -> String {
-            do { return try Template(l.value).render(values).trimmingWhitespace() } catch {
+            do { return try Template(l.value, declared: Set(values.keys), shell: false).render(values).trimmingWhitespace() } catch {
                 throw ConfigError([sources.diagnostic(l, error.message)])
             }
         }

@@ -100,13 +100,18 @@ public struct Template: Sendable, Hashable {
                 write(text)
             case .variable(let name, let offset):
                 guard let value = values[name] else { write("${{ \(name) }}"); continue }
-                guard let text = context.insertion(for: value) else {
-                    throw TemplateError(message: "'${{ \(name) }}' follows a \\' inside $'...', which bash reads as an escaped quote and dash as the end of the string, so no quoting keeps the value data in both; write that string in \"...\" instead", offset: offset)
-                }
+                guard let text = context.insertion(for: value) else { throw Self.ambiguousPlacement(name, offset) }
                 write(text)
             }
         }
         return out
+    }
+}
+
+extension Template {
+    /// The error for a reference after a `\'` inside `$'...'`, where bash and dash read the rest differently.
+    static func ambiguousPlacement(_ name: String, _ offset: Int) -> TemplateError {
+        TemplateError(message: "'${{ \(name) }}' follows a \\' inside $'...', which bash reads as an escaped quote and dash as the end of the string, so no quoting keeps the value data in both; write that string in \"...\" instead", offset: offset)
     }
 }
 

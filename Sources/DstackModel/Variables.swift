@@ -52,4 +52,4 @@ public let reservedEnvironmentNames: Set<String> = ["PATH", "HOME", "USER", "LOG
                                                     "TMPDIR", "CUDA_VISIBLE_DEVICES"]
 
 /// Names every job can use without declaring them.
-public let builtinVariables = ["run_name", "job_id"]
+public let builtinVariables = ["run_name", "job_id", Template.argumentsVariable]

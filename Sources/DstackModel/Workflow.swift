@@ -24,6 +24,13 @@ public struct Workflow: Sendable, Hashable {
     public var retryLimit: Int = 0
     /// The longest the job may run, in seconds (`max_duration: 2h`); it is stopped and failed past it.
     public var maxDuration: Double?
+    /// The early-dstack provider written (`bash`, `docker`, `python`), if any.
+    public var provider: Located<String>?
+    /// The Python the job runs with (`requirements`, `python`, a `provider: python` script), if any.
+    public var python: PythonSpec?
+    /// Secrets the job receives as environment variables, by name (`secrets: [HF_TOKEN]`); their values come
+    /// from this machine's secret store when the run starts and are never written down.
+    public var secrets: [Located<String>] = []
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,
@@ -47,6 +54,7 @@ public struct Workflow: Sendable, Hashable {
         if let image { all.append(image) }
         if let workingDir { all.append(workingDir) }
         all += resources.templatedValues
+        all += python?.templatedValues ?? []
         return all
     }
 }

@@ -49,6 +49,7 @@ public struct LocalRunner: Runner {
            let free = attributes[.systemFreeSize] as? NSNumber {
             info.diskFree = free.int64Value
         }
+        info.pythons = PythonEnvironment.versions(onPath: ProcessInfo.processInfo.environment["PATH"])
         let locks = baseDirectory.appendingPathComponent("locks")
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: locks.path)) ?? []).sorted()
             where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
@@ -88,17 +89,81 @@ public struct LocalRunner: Runner {
         return sent
     }
 
-    public func acquire(jobId: String, gpus: [Int], count: Int, slots: Int, owner: String) async throws -> SlotGrant? {
-        let result = try await Subprocess.run(["sh", "-c", RunnerScripts.acquire, "dstack", baseDirectory.path, jobId,
-                                               String(slots), gpus.map(String.init).joined(separator: " "), String(count), owner])
-        return try SlotGrant.parse(status: result.status, output: result.output, stderr: result.errorText, runner: name)
+    var locks: LocalLocks { LocalLocks(base: baseDirectory.path) }
+
+    public func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await attempt(request) { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// One attempt, as the agent's `start` and `poll` do it on SSH runners, in this process.
+    func attempt(_ request: JobStart, emit: @Sendable (JobEvent) -> Void) async throws {
+        let jobId = request.launch.jobId
+        let dir = jobDirectory(jobId)
+        let attemptFile = dir.appendingPathComponent("attempt").path
+        let was = (try? String(contentsOfFile: attemptFile, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if was != String(request.attempt), FileManager.default.fileExists(atPath: dir.path) {
+            // Another attempt's folder: it is over (the coordinator moved on); stop what may still run there.
+            try? await stop(jobId: jobId)
+            locks.release(job: jobId)
+            try? FileManager.default.removeItem(at: dir)
+        }
+        for old in request.cleanup where old != jobId { try? FileManager.default.removeItem(at: jobDirectory(old)) }
+        guard let grant = try locks.acquire(job: jobId, slots: request.slots, gpus: request.gpus, need: request.gpuCount,
+                                            owner: request.owner) else {
+            emit(.busy)
+            return
+        }
+        emit(.granted(grant))
+        if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("pid").path) {
+            do {
+                try prepare(jobId: jobId, snapshot: request.snapshot)
+                try Data("\(request.attempt)\n".utf8).write(to: URL(fileURLWithPath: attemptFile))
+                if let dependencies = request.dependencies { try await place(jobId: jobId, from: dependencies) }
+                var launch = request.launch
+                launch.gpus = grant.gpus
+                // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
+                if request.exportGPUs {
+                    launch.environment["CUDA_VISIBLE_DEVICES"] = grant.gpus.map(String.init).joined(separator: ",")
+                }
+                try self.launch(launch, engine: request.engine)
+            } catch {
+                locks.release(job: jobId)
+                throw error
+            }
+        }
+        emit(.launched)
+        let exit = try await follow(jobId: jobId, from: request.logOffset) { emit(.log($0)) }
+        locks.release(job: jobId)
+        if let exit {
+            emit(.exited(exit))
+            emit(.released)
+        } else {
+            emit(.vanished("its process vanished without an exit status (killed from outside, or the machine rebooted)"))
+        }
     }
 
     public func release(jobId: String) async throws {
-        _ = try await Subprocess.run(["sh", "-c", RunnerScripts.release, "dstack", baseDirectory.path, jobId])
+        locks.release(job: jobId)
     }
 
-    public func prepare(jobId: String, snapshot: Snapshot) async throws {
+    public func finish(jobIds: [String], release: Bool) async throws {
+        for id in jobIds where !id.isEmpty && !id.contains("/") && id != "." && id != ".." {
+            if release { locks.release(job: id) }
+            try? FileManager.default.removeItem(at: jobDirectory(id))
+        }
+    }
+
+    func prepare(jobId: String, snapshot: Snapshot) throws {
         let dir = jobDirectory(jobId)
         let fm = FileManager.default
         try? fm.removeItem(at: dir)
@@ -122,7 +187,7 @@ public struct LocalRunner: Runner {
         }
     }
 
-    public func place(jobId: String, from staging: URL) async throws {
+    func place(jobId: String, from staging: URL) async throws {
         let repo = jobDirectory(jobId).appendingPathComponent("repo")
         // `cp -a` keeps modes and links; the staging directory is ours, so nothing here is user input.
         let result = try await Subprocess.run(["cp", "-a", staging.path + "/.", repo.path])
@@ -131,46 +196,42 @@ public struct LocalRunner: Runner {
         }
     }
 
-    public func launch(_ job: JobLaunch) async throws {
+    func launch(_ job: JobLaunch, engine: String?) throws {
         let dir = jobDirectory(job.jobId)
         try Data(job.script.utf8).write(to: dir.appendingPathComponent("commands.sh"))
-        try Data(RunnerScripts.launch.utf8).write(to: dir.appendingPathComponent("launch.sh"))
-        let engine = job.image == nil ? nil : try await probe().engine
+        try Data(RunnerScript.wrapper.text.utf8).write(to: dir.appendingPathComponent("wrapper.sh"))
         try Data(JobCommand.script(for: job, engine: engine).utf8).write(to: dir.appendingPathComponent("run.sh"))
+        try Data().write(to: dir.appendingPathComponent("log"))
+        try SecretsFile.write(job.secretValues, into: dir)  // 0600, sourced and removed by wrapper.sh
         var environment = InheritedEnvironment.forJobs(ProcessInfo.processInfo.environment)  // issue 16: no credentials
         for (key, value) in job.environment { environment[key] = value }
-        // Paths travel as arguments, never inside the script text.
-        let pid = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("launch.sh").path, dir.path, job.workingDir],
-                                               environment: environment)
-        try Data("\(pid)\n".utf8).write(to: dir.appendingPathComponent("pid"))
+        // Paths travel as arguments, never inside the script text; values through the environment.
+        _ = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("wrapper.sh").path, dir.path, job.workingDir,
+                                          baseDirectory.path, LocalLocks.bootID], environment: environment)
     }
 
-    public func launched(jobId: String) async throws -> Bool {
-        FileManager.default.fileExists(atPath: jobDirectory(jobId).appendingPathComponent("pid").path)
-    }
-
-    public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
+    /// Delivers the job's log from byte `offset` as it grows; returns how the job ended, or nil when its wrapper
+    /// vanished without an exit code.
+    func follow(jobId: String, from offset: Int64, output: (Data) -> Void) async throws -> JobExit? {
         let dir = jobDirectory(jobId)
         let logPath = dir.appendingPathComponent("log").path
         let exitPath = dir.appendingPathComponent("exit").path
         var position = offset
-        var delay: UInt64 = 2_000_000
+        var delay: UInt64 = 1_000_000
         while true {
-            let exited = FileManager.default.fileExists(atPath: exitPath)
+            let exited = access(exitPath, F_OK) == 0
             let chunk = readFrom(logPath, offset: position)
             if !chunk.isEmpty {
                 position += Int64(chunk.count)
-                try await output(chunk)
-                delay = 2_000_000
+                output(chunk)
+                delay = 1_000_000
                 continue
             }
             if exited { return parseExit(dir, exitPath) }
-            if !processAlive(dir) {
+            if let pid = LocalLocks.readPid(dir.path), !pid.alive {
                 // The wrapper may have written `exit` between the two checks.
-                if FileManager.default.fileExists(atPath: exitPath) { continue }
-                let rest = readFrom(logPath, offset: position)
-                if !rest.isEmpty { try await output(rest) }
-                return JobExit(code: nil, reason: "the job's process disappeared without an exit status (killed)")
+                if access(exitPath, F_OK) == 0 { continue }
+                return nil
             }
             try await Task.sleep(nanoseconds: delay)
             delay = min(delay * 2, 100_000_000)
@@ -182,30 +243,26 @@ public struct LocalRunner: Runner {
     }
 
     public func stop(jobId: String) async throws {
-        _ = try await Subprocess.run(["sh", "-c", RunnerScripts.stop, "dstack", jobDirectory(jobId).path])
-    }
-
-    public func cleanup(jobId: String) async throws {
-        try? FileManager.default.removeItem(at: jobDirectory(jobId))
-    }
-
-    private func readPid(_ dir: URL) -> pid_t? {
-        guard let text = try? String(contentsOf: dir.appendingPathComponent("pid"), encoding: .utf8) else { return nil }
-        return pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines))
-    }
-
-    private func processAlive(_ dir: URL) -> Bool {
-        guard let pid = readPid(dir) else { return true }  // not written yet: launching
-        var status: Int32 = 0
-        // Reap it if it is our child, so a finished job is not mistaken for a live zombie.
-        if waitpid(pid, &status, WNOHANG) == pid { return false }
-        return kill(pid, 0) == 0 || errno == EPERM
+        let dir = jobDirectory(jobId).path
+        if access(dir + "/exit", F_OK) == 0 { return }
+        if let container = try? String(contentsOfFile: dir + "/container", encoding: .utf8) {
+            let words = container.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+            if words.count == 2 { _ = try? await Subprocess.run([words[0], "stop", "-t", "5", words[1]]) }
+        }
+        // Nothing is signalled once the job wrote its exit code: its pid may be another process's by then.
+        guard let (pid, alive) = LocalLocks.readPid(dir), alive, access(dir + "/exit", F_OK) != 0 else { return }
+        if kill(-pid, SIGTERM) != 0 { kill(pid, SIGTERM) }
+        for _ in 0..<50 {
+            guard LocalLocks.readPid(dir)?.alive == true, access(dir + "/exit", F_OK) != 0 else { return }
+            try await Task.sleep(nanoseconds: 100_000_000)
+        }
+        if access(dir + "/exit", F_OK) != 0 { kill(-pid, SIGKILL) }
     }
 
     private func parseExit(_ dir: URL, _ path: String) -> JobExit {
         var status: Int32 = 0
         // The wrapper exits right after writing `exit`; reap it (if it is our child) so no zombie is left.
-        if let pid = readPid(dir) {
+        if let pid = LocalLocks.readPid(dir.path)?.pid {
             for _ in 0..<200 {
                 let reaped = waitpid(pid, &status, WNOHANG)
                 if reaped == pid || reaped < 0 { break }

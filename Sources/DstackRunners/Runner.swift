@@ -23,6 +23,8 @@ public struct RunnerInfo: Sendable, Hashable, Codable {
     public var diskFree: Int64?
     /// Slot and GPU locks held right now: `slot-0 JOB OWNER`.
     public var locks: [String] = []
+    /// The `python3.X` interpreters on its `PATH`, by version (`3.11`), for jobs that ask for one.
+    public var pythons: [String] = []
 
     /// Creates runner info.
     public init(name: String, os: String, cpus: Int, memory: Int64, gpus: [GPU], maxJobs: Int, labels: [String] = []) {
@@ -90,6 +92,16 @@ public struct JobLaunch: Sendable, Hashable, Codable {
     public var image: String?
     /// The GPUs the job holds.
     public var gpus: [Int]
+    /// The names of the secrets the job receives (recorded in the plan, so a later coordinator can look them up).
+    public var secretNames: [String] = []
+    /// Their values: in memory only, delivered through the job's 0600 `secrets.env`, never encoded (left out of
+    /// `CodingKeys`) nor printed (`SecretValues` shows `***`).
+    public var secretValues = SecretValues()
+
+    // secrets: `secretValues` is deliberately absent, so no record ever holds a value.
+    enum CodingKeys: String, CodingKey {
+        case jobId, commands, environment, workingDir, image, gpus, secretNames
+    }
 
     /// Creates a launch description.
     public init(jobId: String, commands: [String], environment: [String: String], workingDir: String,
@@ -145,7 +157,9 @@ public func signalName(_ signal: Int32) -> String? {
 /// A machine that runs jobs: this one (`LocalRunner`) or one reached over SSH.
 ///
 /// Jobs run detached: they survive the coordinator. Each job lives in its own directory on the runner holding
-/// `repo/` (the code), `log`, `pid` and, once it ended, `exit`.
+/// `repo/` (the code), `log`, `pid` and, once it ended, `exit`; those files are the truth a later coordinator
+/// resumes from. How a runner gets there (one request to its agent, step by step, reconnecting after a drop) is
+/// its own business: the coordinator only sees the typed events of `run`.
 public protocol Runner: Sendable {
     /// The runner's name, as runs record it.
     var name: String { get }
@@ -156,68 +170,81 @@ public protocol Runner: Sendable {
     /// Makes sure the runner holds every object (file content, by hash) of the snapshot; returns how many it sent.
     func sync(_ snapshot: Snapshot) async throws -> Int
 
-    /// Takes a job slot, and `count` of the runner's `gpus`, with locks kept on the runner itself, so that
-    /// coordinators sharing it never exceed `slots` nor share a GPU; nil when not enough is free now.
-    func acquire(jobId: String, gpus: [Int], count: Int, slots: Int, owner: String) async throws -> SlotGrant?
+    /// Gets the runner ready to start jobs of `snapshot` quickly (after `sync`); SSH runners build a tree of its
+    /// files once, which each job then copies.
+    func prepareTree(_ snapshot: Snapshot) async throws
 
-    /// Releases what `acquire` took for the job.
-    func release(jobId: String) async throws
+    /// True when this machine has synced code to the runner before (so a sync now sends only what changed).
+    var syncedBefore: Bool { get }
 
-    /// Creates the job's directory and fills `repo/` with the snapshot's files, from the synced objects.
-    func prepare(jobId: String, snapshot: Snapshot) async throws
-
-    /// Copies the files under a local `staging` directory into the job's `repo/` (dependency artifacts).
-    func place(jobId: String, from staging: URL) async throws
-
-    /// Starts the job detached; returns once it is running.
-    func launch(_ job: JobLaunch) async throws
-
-    /// True when the job was launched on this runner (its wrapper recorded a pid), whether or not it still runs.
-    func launched(jobId: String) async throws -> Bool
-
-    /// Delivers the job's log from byte `offset` as it grows, and returns how the job ended once it has.
-    func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit
+    /// Runs one attempt of a job, fresh or resumed (`JobStart.attempt` says which; a start sent twice for the same
+    /// attempt never launches twice): `.granted`, `.launched`, `.log`..., then `.exited` (and `.released` when the
+    /// runner released the slot itself) — or `.busy` when no slot is free now, `.vanished` when the job's process
+    /// vanished, or `.lost` when the runner stayed unreachable past its timeout. Throws `RunnerError` when the attempt cannot go on.
+    func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error>
 
     /// Hands `body` a local directory holding the job's artifact `paths` (as in its `repo/`) after it ran, and
     /// removes any local copy made for it afterwards.
     func withArtifacts<T: Sendable>(jobId: String, paths: [String], _ body: (URL) async throws -> T) async throws -> T
 
-    /// Stops the job's processes (the whole process group), politely first.
+    /// Stops the job's processes (the whole process group), politely first; nothing once it wrote its exit code.
     func stop(jobId: String) async throws
 
-    /// Removes the job's directory (and any local staging copy).
-    func cleanup(jobId: String) async throws
+    /// Releases the jobs' slot and GPU locks (when `release`) and removes their directories.
+    func finish(jobIds: [String], release: Bool) async throws
+
+    /// Releases the job's locks, keeping its directory.
+    func release(jobId: String) async throws
 
     /// Closes connections; called before the process exits (libcrypto must not be in use while it is torn down).
     func disconnect() async
-
-    /// Releases the job's locks and/or removes its directory, in one round trip where the runner can.
-    func finish(jobId: String, release: Bool, cleanup: Bool) async throws
-
-    /// Gets the runner ready to start jobs of `snapshot` quickly (after `sync`); SSH runners build a tree of its
-    /// files once, which each job then copies.
-    func prepareTree(_ snapshot: Snapshot) async throws
-
-    /// Starts a fresh attempt of a job: takes its slot, prepares its directory, launches it and follows its log
-    /// until it exits, in one round trip where the runner can. `events` hears `.sending` before anything reaches
-    /// the runner, `.granted` once the slot is held and `.launched` once the job runs; after an error, what it
-    /// heard says how far the runner got.
-    func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
-               output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome
-
-    /// Removes the directories of jobs that finished (one round trip where the runner can).
-    func cleanup(jobIds: [String]) async throws
-
-    /// True when this machine has synced code to the runner before (so a sync now sends only what changed).
-    var syncedBefore: Bool { get }
 }
 
-/// What `Runner.start` needs beyond the job itself.
+/// What `Runner.run` reports of one attempt, in order.
+public enum JobEvent: Sendable, Equatable {
+    /// The slot (and GPUs) are held.
+    case granted(SlotGrant)
+    /// The job runs.
+    case launched
+    /// Output the job wrote (the log, from where the request's `logOffset` said).
+    case log(Data)
+    /// The job ended.
+    case exited(JobExit)
+    /// The runner released the job's slot itself.
+    case released
+    /// No slot (or not enough GPUs) free now; nothing was kept.
+    case busy
+    /// The job's process vanished without an exit code while the runner stayed reachable (killed from outside, a
+    /// reboot): the job is lost, and may be tried again, on this runner too.
+    case vanished(String)
+    /// The runner stayed unreachable past its timeout: the job is lost there.
+    case lost(String)
+    /// Something worth telling (a dropped connection being reconnected).
+    case notice(String)
+}
+
+extension Runner {
+    /// Nothing to close by default.
+    public func disconnect() async {}
+
+    /// No record by default.
+    public var syncedBefore: Bool { false }
+
+    /// Nothing to prepare by default.
+    public func prepareTree(_ snapshot: Snapshot) async throws {}
+}
+
+/// What `Runner.run` needs beyond the job itself.
 public struct JobStart: Sendable {
     /// The job (its `gpus` are filled from the slot granted).
     public var launch: JobLaunch
     /// The code it runs.
     public var snapshot: Snapshot
+    /// Which attempt of the job this is (1 for the first): a start for the attempt the runner has already is a
+    /// resumption, for another one a fresh start.
+    public var attempt: Int
+    /// Where in the job's log to deliver output from (after a resumption: what was stored before).
+    public var logOffset: Int64
     /// The runner's GPU indices, and how many of them the job needs.
     public var gpus: [Int]
     public var gpuCount: Int
@@ -234,10 +261,13 @@ public struct JobStart: Sendable {
     public var cleanup: [String]
 
     /// Creates a start request.
-    public init(launch: JobLaunch, snapshot: Snapshot, gpus: [Int], gpuCount: Int, slots: Int, owner: String,
-                exportGPUs: Bool, engine: String?, dependencies: URL? = nil, cleanup: [String] = []) {
+    public init(launch: JobLaunch, snapshot: Snapshot, attempt: Int = 1, logOffset: Int64 = 0, gpus: [Int],
+                gpuCount: Int, slots: Int, owner: String, exportGPUs: Bool, engine: String?, dependencies: URL? = nil,
+                cleanup: [String] = []) {
         self.launch = launch
         self.snapshot = snapshot
+        self.attempt = attempt
+        self.logOffset = logOffset
         self.gpus = gpus
         self.gpuCount = gpuCount
         self.slots = slots
@@ -249,76 +279,8 @@ public struct JobStart: Sendable {
     }
 }
 
-/// How far `Runner.start` got.
-public enum StartEvent: Sendable {
-    /// The request is about to reach the runner: from here on, an error leaves it unknown whether it took a slot.
-    case sending
-    /// The slot (and GPUs) are held.
-    case granted(SlotGrant)
-    /// The job runs.
-    case launched
-}
-
-/// How `Runner.start` ended.
-public enum StartOutcome: Sendable {
-    /// No slot (or not enough GPUs) free now; nothing was kept.
-    case busy
-    /// The job ran and exited; `released` when the runner released its slot itself.
-    case exited(JobExit, released: Bool)
-}
-
-extension Runner {
-    /// Release, then clean up, one call each.
-    public func finish(jobId: String, release: Bool, cleanup: Bool) async throws {
-        if release { try await self.release(jobId: jobId) }
-        if cleanup { try await self.cleanup(jobId: jobId) }
-    }
-
-    /// Nothing to close by default.
-    public func disconnect() async {}
-
-    /// No record by default.
-    public var syncedBefore: Bool { false }
-
-    /// Nothing to prepare by default.
-    public func prepareTree(_ snapshot: Snapshot) async throws {}
-
-    /// One `cleanup` per job.
-    public func cleanup(jobIds: [String]) async throws {
-        for id in jobIds { try await cleanup(jobId: id) }
-    }
-
-    /// Step by step: acquire, prepare, place, launch, follow.
-    public func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
-                      output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
-        try await startStepwise(self, request, events: events, output: output)
-    }
-}
-
-/// `Runner.start` one call at a time, for runners that cannot do better (and jobs that need it).
-func startStepwise(_ runner: some Runner, _ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
-                   output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
-    let jobId = request.launch.jobId
-    await events(.sending)
-    if !request.cleanup.isEmpty { try await runner.cleanup(jobIds: request.cleanup) }
-    guard let grant = try await runner.acquire(jobId: jobId, gpus: request.gpus, count: request.gpuCount,
-                                               slots: request.slots, owner: request.owner) else { return .busy }
-    await events(.granted(grant))
-    try await runner.prepare(jobId: jobId, snapshot: request.snapshot)
-    if let dependencies = request.dependencies { try await runner.place(jobId: jobId, from: dependencies) }
-    var launch = request.launch
-    launch.gpus = grant.gpus
-    // On a machine with GPUs, a job that holds none must not see (and grab) the others' GPUs.
-    if request.exportGPUs {
-        launch.environment["CUDA_VISIBLE_DEVICES"] = grant.gpus.map(String.init).joined(separator: ",")
-    }
-    try await runner.launch(launch)
-    await events(.launched)
-    return .exited(try await runner.follow(jobId: jobId, from: 0, output: output), released: false)
-}
-
 /// A slot (and GPUs) held on a runner for one job.
-public struct SlotGrant: Sendable, Hashable {
+public struct SlotGrant: Sendable, Hashable, Equatable {
     /// The slot number.
     public var slot: Int
     /// The GPUs held.
@@ -330,21 +292,17 @@ public struct SlotGrant: Sendable, Hashable {
         self.gpus = gpus
     }
 
-    /// Reads the acquire script's answer: the slot, then the GPUs; exit 3 or 4 mean nothing free.
-    static func parse(status: Int32, output: String, stderr: String, runner: String) throws -> SlotGrant? {
-        if status == 3 || status == 4 { return nil }
-        let lines = output.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        guard status == 0, let first = lines.first, let slot = Int(first) else {
-            throw RunnerError.unavailable(runner: runner, reason: "cannot take a slot lock (status \(status)): \(stderr)")
-        }
-        let gpus = lines.count > 1 ? lines[1].split(separator: " ").compactMap { Int($0) } : []
-        return SlotGrant(slot: slot, gpus: gpus)
+    /// Reads the agent's `granted SLOT GPUS` event (GPUs comma-separated).
+    init(startEvent: String) {
+        let words = startEvent.split(separator: " ", omittingEmptySubsequences: false)
+        slot = words.count > 1 ? Int(words[1]) ?? 0 : 0
+        gpus = words.count > 2 ? words[2].split(separator: ",").compactMap { Int($0) } : []
     }
 }
 
 /// Failures of a runner, in words a person can act on.
 public enum RunnerError: Error, Sendable, CustomStringConvertible {
-    /// The runner cannot be used (unreachable, misconfigured).
+    /// The runner cannot be used now (unreachable, misconfigured): its jobs go elsewhere.
     case unavailable(runner: String, reason: String)
     /// Something failed while preparing, launching or collecting a job.
     case job(jobId: String, reason: String)

@@ -20,6 +20,8 @@ public struct SSHRunnerConfig: Sendable {
     /// A local folder of file contents by hash (the local runner's objects), read in preference to the working
     /// tree, so that code edited after `dstack run` returned never reaches the run.
     public var localObjects: URL?
+    /// How long the runner may stay unreachable while a job runs there before the job counts as lost.
+    public var lostTimeout: Duration = .seconds(60)
 
     /// Creates a runner configuration.
     public init(name: String, ssh: SSHOptions, workdir: String, maxJobs: Int? = nil, labels: [String] = [],
@@ -58,31 +60,29 @@ public final class SSHRunner: Runner, Sendable {
     var objects: String { workdir + "/objects" }
     func jobDir(_ jobId: String) -> String { workdir + "/jobs/" + jobId }
 
-    /// Runs one of the runner scripts with `arguments` as its positional parameters.
-    func script(_ text: String, _ arguments: [String], stdin: Data? = nil) async throws -> ExecResult {
-        if let stdin {
-            return try await connection.session().exec(Self.commandLine(text, arguments), stdin: stdin)
+    /// Runs one of the runner scripts on a channel of its own with `arguments` as its positional parameters (for
+    /// transfers, whose data travel on the channel's standard input or output; everything else goes to the agent).
+    func script(_ script: RunnerScript, _ arguments: [String], stdin: Data? = nil, appending extra: RunnerScript? = nil) async throws -> ExecResult {
+        try await connection.session().exec(Self.scriptText(script, arguments, appending: extra), stdin: stdin)
+    }
+
+    /// A script's text with `arguments` set as its `$1`...
+    static func scriptText(_ script: RunnerScript, _ arguments: [String], appending extra: RunnerScript? = nil) -> String {
+        var text = "set -- " + arguments.map(shellQuote).joined(separator: " ") + "\n" + script.text
+        // Publishing a tree also reaps the Python environments unused as long (python-env.sh's functions).
+        if extra == .treePublish { text += "\n" + PythonEnvironment.script }
+        return text + (extra.map { "\n" + $0.text } ?? "")
+    }
+
+    /// Sends one request to the runner's agent (started, or started again, as needed); connection failures become
+    /// `RunnerError.unavailable`.
+    func agent(_ function: String, _ arguments: [String], payload: Data = Data()) async throws -> AgentReply {
+        let request = try AgentRequest(function, arguments, payload: payload)
+        do {
+            return try await connection.agent(runner: name).send(request)
+        } catch let error as SSHError {
+            throw RunnerError.unavailable(runner: name, reason: "\(error)")
         }
-        let (command, input) = Self.remoteScript(text, arguments)
-        return try await connection.session().exec(command, stdin: input)
-    }
-
-    /// `sh -c TEXT dstack ARGUMENTS...`, each quoted.
-    static func commandLine(_ text: String, _ arguments: [String]) -> String {
-        "sh -c " + shellQuote(text) + " dstack " + arguments.map(shellQuote).joined(separator: " ")
-    }
-
-    /// The longest command line sent as one: sshd hands the whole line to the login shell as a single argument,
-    /// which Linux caps at 128 KiB (MAX_ARG_STRLEN), and `sh -c` gets the script as another.
-    static let longestCommandLine = 64 * 1024
-
-    /// How to run `text` with `arguments` as `$1`...: as one command line, or, past `longestCommandLine` (a job
-    /// with long commands or a large environment), a short one that reads the script and its arguments from stdin.
-    static func remoteScript(_ text: String, _ arguments: [String]) -> (command: String, stdin: Data?) {
-        let command = commandLine(text, arguments)
-        guard command.utf8.count > longestCommandLine else { return (command, nil) }
-        let script = "set -- " + arguments.map(shellQuote).joined(separator: " ") + "\n" + text
-        return (commandLine("eval \"$(cat)\"", []), Data(script.utf8))
     }
 
     func failure(_ what: String, _ result: ExecResult) -> RunnerError {
@@ -91,25 +91,26 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     public func probe() async throws -> RunnerInfo {
-        let result: ExecResult
+        let reply: AgentReply
         do {
-            result = try await script(RunnerScripts.probe, [workdir])
+            reply = try await agent("probe", [workdir])
+        } catch let error as RunnerError {
+            throw error
         } catch {
             throw RunnerError.unavailable(runner: name, reason: "\(error)")
         }
         var info = RunnerInfo(name: name, os: "?", cpus: 1, memory: 0, gpus: [], maxJobs: 1, labels: config.labels)
         var locks: [String] = []
-        for line in result.stdoutText.split(separator: "\n") {
-            let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
-            guard parts.count == 2 else { continue }
-            switch parts[0] {
-            case "os": info.os = parts[1]
-            case "cpus": info.cpus = Int(parts[1]) ?? 1
-            case "memory_kb": info.memory = (Int64(parts[1]) ?? 0) * 1024
-            case "gpu": info.gpus += parseNvidiaSMI(parts[1])
-            case "engine": info.engine = parts[1]
-            case "disk_free_kb": info.diskFree = (Int64(parts[1]) ?? 0) * 1024
-            case "lock": locks.append(parts[1])
+        for (key, value) in reply.facts {
+            switch key {
+            case "os": info.os = value
+            case "cpus": info.cpus = Int(value) ?? 1
+            case "memory_kb": info.memory = (Int64(value) ?? 0) * 1024
+            case "gpu": info.gpus += parseNvidiaSMI(value)
+            case "engine": info.engine = value
+            case "disk_free_kb": info.diskFree = (Int64(value) ?? 0) * 1024
+            case "lock": locks.append(value)
+            case "python": info.pythons = PythonEnvironment.sortedVersions(info.pythons + [value])
             default: break
             }
         }
@@ -126,18 +127,39 @@ public final class SSHRunner: Runner, Sendable {
         return info
     }
 
-    public func acquire(jobId: String, gpus: [Int], count: Int, slots: Int, owner: String) async throws -> SlotGrant? {
-        let result = try await script(RunnerScripts.acquire,
-                                      [workdir, jobId, String(slots), gpus.map(String.init).joined(separator: " "), String(count), owner])
-        return try SlotGrant.parse(status: result.exitStatus, output: result.stdoutText, stderr: result.stderrText, runner: name)
-    }
-
     public func release(jobId: String) async throws {
-        _ = try await script(RunnerScripts.release, [workdir, jobId])
+        _ = try await agent("release", [workdir, jobId])
     }
 
     public func sync(_ snapshot: Snapshot) async throws -> Int {
-        try await sync(snapshot, trustRecord: true)
+        try await reaching { try await sync(snapshot, trustRecord: true) }
+    }
+
+    /// Runs `body`, turning a failed connection into `RunnerError.unavailable` (the runner cannot be used now),
+    /// the one error the coordinator treats as a runner problem rather than a job's.
+    func reaching<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as SSHError where error.isConnectionProblem {
+            throw RunnerError.unavailable(runner: name, reason: "\(error)")
+        }
+    }
+
+    /// Runs `body` again after a dropped connection until the runner has been unreachable for `lostTimeout`; then
+    /// throws `RunnerError.unavailable`.
+    func surviving<T>(_ body: () async throws -> T) async throws -> T {
+        var since: ContinuousClock.Instant?
+        while true {
+            do {
+                return try await reaching(body)
+            } catch RunnerError.unavailable(let runner, let reason) {
+                let now = ContinuousClock.now
+                let first = since ?? now
+                since = first
+                if now - first > config.lostTimeout { throw RunnerError.unavailable(runner: runner, reason: reason) }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
     }
 
     /// Where this machine remembers which objects the runner holds (beside the local objects folder), so that a
@@ -158,7 +180,7 @@ public final class SSHRunner: Runner, Sendable {
         if trustRecord, let record = objectRecord, let data = try? Data(contentsOf: record) {
             present = Set(String(decoding: data, as: UTF8.self).split(separator: "\n"))
         } else {
-            let listing = try await script(RunnerScripts.listObjects, [objects])
+            let listing = try await script(.objectsList, [objects])
             guard listing.succeeded else { throw failure("listing objects in \(objects)", listing) }
             present = Set(listing.stdoutText.split(separator: "\n"))
         }
@@ -174,7 +196,7 @@ public final class SSHRunner: Runner, Sendable {
         let incoming = objects + "/.incoming-" + UUID().uuidString.prefix(8)
         // One exec: the missing contents arrive as one tar stream in an incoming folder and are moved into place
         // only once all arrived, so a dropped transfer never leaves a truncated object.
-        let adopt = Self.commandLine(RunnerScripts.adoptObjects, [incoming])
+        let adopt = "sh -c " + shellQuote(RunnerScript.objectsAdopt.text) + " dstack " + shellQuote(incoming)
         // Straight from the local objects folder (named by hash, never changed in place) when it has them all;
         // else staged under their hashes.
         if let local = config.localObjects,
@@ -217,13 +239,6 @@ public final class SSHRunner: Runner, Sendable {
         if let record = objectRecord { try? FileManager.default.removeItem(at: record) }
     }
 
-    public func prepare(jobId: String, snapshot: Snapshot) async throws {
-        let manifest = Self.manifest(snapshot.files)
-        let result = try await script(RunnerScripts.materialize, [jobDir(jobId), objects, workdir + "/trees/" + snapshot.id],
-                                      stdin: Data(manifest.utf8))
-        guard result.succeeded else { throw RunnerError.job(jobId: jobId, reason: "preparing its directory on \(name) failed: \(result.stderrText)") }
-    }
-
     /// `hash mode path` lines, as the tree scripts read them.
     static func manifest(_ files: [SnapshotFile]) -> String {
         files.map { "\($0.hash) \(String($0.mode, radix: 8)) \($0.path)\n" }.joined()
@@ -232,17 +247,18 @@ public final class SSHRunner: Runner, Sendable {
     /// Builds the runner's tree of the snapshot, unless it has it: from the latest tree it has, changing only the
     /// files that differ (so a one-file edit costs a `cp -R` and one copy), or file by file the first time.
     public func prepareTree(_ snapshot: Snapshot) async throws {
-        let status = try await script(RunnerScripts.treeStatus, [workdir, snapshot.id])
-        guard status.succeeded else { throw failure("looking for the code tree", status) }
-        let text = status.stdoutText
-        if text.hasPrefix("present") { return }
+        try await reaching { try await buildTree(snapshot) }
+    }
+
+    func buildTree(_ snapshot: Snapshot) async throws {
+        let status = try await agent("tree_status", [workdir, snapshot.id])
+        if status.facts.contains(where: { $0.key == "present" }) { return }
         var base = ""
         var ops = ""
-        if text.hasPrefix("base ") {
-            let lines = text.split(separator: "\n", omittingEmptySubsequences: true)
-            base = String(lines[0].dropFirst(5))
+        if let found = status.facts.first(where: { $0.key == "base" }) {
+            base = found.value
             var old: [Substring: (hash: Substring, mode: Substring)] = [:]
-            for line in lines.dropFirst() {
+            for (key, line) in status.facts where key == "line" {
                 let parts = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
                 if parts.count == 3 { old[parts[2]] = (parts[0], parts[1]) }
             }
@@ -271,12 +287,12 @@ public final class SSHRunner: Runner, Sendable {
             ops = Self.manifest(snapshot.files).split(separator: "\n").map { "+ \($0)\n" }.joined()
         }
         let input = Data((ops + "MANIFEST\n" + Self.manifest(snapshot.files)).utf8)
-        var built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input)
+        var built = try await script(.treeBuild, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input, appending: .treePublish)
         if built.exitStatus == 3 {
             // An object is missing: the runner lost some since this machine recorded them. List and send again.
             forgetObjects()
             _ = try await sync(snapshot, trustRecord: false)
-            built = try await script(RunnerScripts.buildTree, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input)
+            built = try await script(.treeBuild, [workdir, snapshot.id, String(UUID().uuidString.prefix(8)), base], stdin: input, appending: .treePublish)
         }
         guard built.succeeded else { throw failure("building the code tree", built) }
     }
@@ -309,7 +325,7 @@ public final class SSHRunner: Runner, Sendable {
             try? output.close()
         }
         thread.start()
-        let command = Self.commandLine(RunnerScripts.buildTreeFromTar, [workdir, snapshot.id, token, ""])
+        let command = Self.scriptText(.treeFromTar, [workdir, snapshot.id, token], appending: .treePublish)
         let result: ExecResult
         do {
             result = try await connection.session().exec(command, stdinFrom: pipe.fileHandleForReading, stdoutTo: nil)
@@ -322,93 +338,140 @@ public final class SSHRunner: Runner, Sendable {
         guard result.succeeded else { throw failure("building the code tree", result) }
     }
 
-    public func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
-                      output: @escaping @Sendable (Data) async throws -> Void) async throws -> StartOutcome {
-        try await start(request, events: events, output: output, treeBuilt: false)
+    public func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error> {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await self.attempt(request) { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
     }
 
-    func start(_ request: JobStart, events: @escaping @Sendable (StartEvent) async -> Void,
-               output: @escaping @Sendable (Data) async throws -> Void, treeBuilt: Bool) async throws -> StartOutcome {
+    /// One attempt: the agent's `start` (sent again after a dropped connection: it launches nothing twice), then
+    /// polls of the log until the job's exit. A drop before anything could reach the runner makes it unavailable
+    /// at once (the job goes elsewhere); a drop later is reconnected until `lostTimeout`, then the job is lost.
+    func attempt(_ request: JobStart, emit: @Sendable (JobEvent) -> Void) async throws {
         let job = request.launch
-        // A container's `--gpus` needs the GPUs before the script runs: such jobs go step by step.
-        if job.image != nil, request.gpuCount > 0 { return try await startStepwise(self, request, events: events, output: output) }
-        let session = try await connection.session()
+        let startArguments = try startRequest(request)
+        var offset = request.logOffset
+        var sent = false
+        var granted = false
+        var launched = false
+        var treeRebuilt = false
+        var unreachableSince: ContinuousClock.Instant?
+        var nap = Duration.milliseconds(10)
+        var deliveredDependencies = request.dependencies == nil
+        while true {
+            do {
+                if !deliveredDependencies, let dependencies = request.dependencies {
+                    // Before the start: the start moves them into the job's repo/.
+                    try await reaching {
+                        try await connection.session().uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
+                    }
+                    deliveredDependencies = true
+                }
+                if !launched {
+                    sent = true
+                    let reply = try await agent("start", startArguments.arguments, payload: startArguments.payload)
+                    switch reply.status {
+                    case .ok: break
+                    case .noFreeSlot, .noFreeGPUs:
+                        emit(.busy)
+                        return
+                    case .noTree where !treeRebuilt && !granted:
+                        // The tree went (reaped as unused, or never built by this coordinator): build it, ask again.
+                        treeRebuilt = true
+                        try await prepareTree(request.snapshot)
+                        continue
+                    default:
+                        let why = "starting it failed (\(reply.status))\(reply.errorText.isEmpty ? "" : ": \(reply.errorText)")"
+                        if reply.events.contains(where: { $0.hasPrefix("granted") }) {
+                            throw RunnerError.job(jobId: job.jobId, reason: "on \(name): \(why)")
+                        }
+                        throw RunnerError.unavailable(runner: name, reason: why)
+                    }
+                    for event in reply.events {
+                        if event.hasPrefix("granted"), !granted {
+                            granted = true
+                            emit(.granted(SlotGrant(startEvent: event)))
+                        } else if event == "launched" {
+                            launched = true
+                        }
+                    }
+                    guard launched else { throw RunnerError.job(jobId: job.jobId, reason: "the runner \(name) did not launch it: \(reply.errorText)") }
+                    emit(.launched)
+                }
+                let poll = try await agent("poll", [workdir, job.jobId, String(offset)])
+                if unreachableSince != nil {
+                    unreachableSince = nil
+                    emit(.notice("reconnected to \(name)"))
+                }
+                guard poll.status == .ok else { throw RunnerError.unavailable(runner: name, reason: "following the job failed (\(poll.status)): \(poll.errorText)") }
+                if let data = poll.data[0], !data.isEmpty {
+                    offset += Int64(data.count)
+                    emit(.log(data))
+                    nap = .milliseconds(20)
+                }
+                switch poll.states[0] ?? .running {
+                case .running:
+                    try await Task.sleep(for: nap)
+                    nap = min(nap * 2, .milliseconds(200))
+                case .exited(let code):
+                    emit(.exited(code > 128 && code < 160 ? JobExit(code: code, signal: code - 128) : JobExit(code: code)))
+                    emit(.released)  // the poll that saw the exit released the locks
+                    return
+                case .gone:
+                    emit(.vanished("its process on \(name) vanished without an exit status (killed from outside, or the machine rebooted)"))
+                    return
+                case .missing:
+                    emit(.lost("its folder on \(name) vanished"))
+                    return
+                }
+            } catch let error as RunnerError {
+                guard case .unavailable(_, let reason) = error, sent else { throw error }
+                let now = ContinuousClock.now
+                if unreachableSince == nil {
+                    unreachableSince = now
+                    emit(.notice("connection to \(name) dropped (\(reason)); reconnecting, the job goes on there"))
+                }
+                if let since = unreachableSince, now - since > config.lostTimeout {
+                    emit(.lost("\(name) unreachable for \(config.lostTimeout.components.seconds) s"))
+                    return
+                }
+                try await Task.sleep(for: .seconds(1))
+            }
+        }
+    }
+
+    /// The agent `start` request of an attempt: its arguments and the payload that writes the job's files.
+    func startRequest(_ request: JobStart) throws -> (arguments: [String], payload: Data) {
+        let job = request.launch
         var env = ""
         for (key, value) in job.environment.sorted(by: { $0.key < $1.key }) where isEnvironmentName(key) {
             env += "export \(key)=\(shellQuote(value))\n"
         }
-        let run = try JobCommand.script(for: job, engine: request.engine)
-        let text = RunnerScripts.start(files: [("commands.sh", job.script), ("env.sh", env), ("run.sh", run),
-                                               ("launch.sh", RunnerScripts.launch)])
+        // A container needs its GPUs on its command line: the ones granted, which env.sh exports.
+        let run = try JobCommand.script(for: job, engine: request.engine, gpusFromEnvironment: job.image != nil && request.gpuCount > 0)
+        var payload = ""
+        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("wrapper.sh", RunnerScript.wrapper.text)] {
+            // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
+            payload += "printf '%s' \(shellQuote(text)) > \(file) || exit 2\n"
+        }
+        if !job.secretValues.isEmpty {
+            // Created 0600 (umask in a subshell), read and removed by the wrapper before any command runs.
+            payload += "(umask 077 && printf '%s' \(shellQuote(SecretsFile.text(job.secretValues))) > \(SecretsFile.name)) || exit 2\n"
+        }
         let cleanup = request.cleanup.filter(Self.isPlainName).joined(separator: " ")
-        let arguments = [workdir, job.jobId, String(request.slots), request.gpus.map(String.init).joined(separator: " "),
-                         String(request.gpuCount), request.owner, request.snapshot.id, job.workingDir,
-                         request.exportGPUs ? "1" : "0", cleanup]
-        let (command, input) = Self.remoteScript(text, arguments)
-        await events(.sending)
-        if let dependencies = request.dependencies {
-            try await session.uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
-        }
-        var status: Int32 = 0
-        var control = Data()
-        var granted = false
-        var exitCode: String?
-        var released = false
-        var errors: [String] = []
-        for try await event in session.execStream(command, stdin: input, idleTimeout: .some(nil)) {
-            switch event {
-            case .output(.stdout, let data):
-                try await output(data)
-            case .output(.stderr, let data):
-                control.append(data)
-                while let newline = control.firstIndex(of: UInt8(ascii: "\n")) {
-                    let line = String(decoding: control[control.startIndex..<newline], as: UTF8.self)
-                    control.removeSubrange(control.startIndex...newline)
-                    if line.hasPrefix("dstack:granted ") {
-                        let parts = line.dropFirst("dstack:granted ".count).split(separator: " ", omittingEmptySubsequences: false)
-                        let gpus = parts.count > 1 ? parts[1].split(separator: ",").compactMap { Int($0) } : []
-                        granted = true
-                        await events(.granted(SlotGrant(slot: parts.first.flatMap { Int($0) } ?? 0, gpus: gpus)))
-                    } else if line == "dstack:launched" {
-                        await events(.launched)
-                    } else if line.hasPrefix("dstack:exit ") {
-                        exitCode = String(line.dropFirst("dstack:exit ".count))
-                    } else if line == "dstack:released" {
-                        released = true
-                    } else if line.hasPrefix("dstack:error ") {
-                        errors.append(String(line.dropFirst("dstack:error ".count)))
-                    } else {
-                        errors.append(line)
-                    }
-                }
-            case .exit(let result):
-                status = result.exitStatus
-            }
-        }
-        if !control.isEmpty { errors.append(String(decoding: control, as: UTF8.self)) }
-        let detail = errors.joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
-        switch status {
-        case 3 where !granted, 4 where !granted:
-            return .busy
-        case 5 where !granted && !treeBuilt:
-            // The tree went (removed as unused, or never built by this coordinator): build it, then go on.
-            try await prepareTree(request.snapshot)
-            var again = request
-            again.cleanup = []
-            return try await start(again, events: events, output: output, treeBuilt: true)
-        case 0:
-            guard let exitCode, let code = Int32(exitCode) else {
-                throw RunnerError.job(jobId: job.jobId, reason: "cannot read its exit status on \(name): \(detail)")
-            }
-            if code > 128, code < 160 { return .exited(JobExit(code: code, signal: code - 128), released: released) }
-            return .exited(JobExit(code: code), released: released)
-        case 99:
-            return .exited(JobExit(code: nil, reason: "the job's process on \(name) disappeared without an exit status (killed)"), released: false)
-        default:
-            let why = "starting it failed (exit status \(status))\(detail.isEmpty ? "" : ": \(detail)")"
-            if !granted { throw RunnerError.unavailable(runner: name, reason: why) }
-            throw RunnerError.job(jobId: job.jobId, reason: "on \(name): \(why)")
-        }
+        let data = Data(payload.utf8)
+        let arguments = [workdir, job.jobId, String(request.attempt), String(request.slots),
+                         request.gpus.map(String.init).joined(separator: " "), String(request.gpuCount), request.owner,
+                         request.snapshot.id, job.workingDir, request.exportGPUs ? "1" : "0", cleanup, String(data.count)]
+        return (arguments, data)
     }
 
     /// True for a name that is one plain path component (a job id), safe to remove under `jobs/`.
@@ -421,77 +484,11 @@ public final class SSHRunner: Runner, Sendable {
         (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x2E || c == 0x5F || c == 0x2D
     }
 
-    public func cleanup(jobIds: [String]) async throws {
-        let ids = jobIds.filter(Self.isPlainName)
-        guard !ids.isEmpty else { return }
-        _ = try await script("cd \"$1\" || exit 0; shift; for j; do rm -rf \"jobs/$j\"; done", [workdir] + ids)
-    }
-
-    public func place(jobId: String, from staging: URL) async throws {
-        try await connection.session().uploadTree(staging.path, paths: ["."], to: jobDir(jobId) + "/repo")
-    }
-
-    public func launch(_ job: JobLaunch) async throws {
-        let dir = jobDir(job.jobId)
-        var env = ""
-        for (key, value) in job.environment.sorted(by: { $0.key < $1.key }) where isEnvironmentName(key) {
-            env += "export \(key)=\(shellQuote(value))\n"
-        }
-        let session = try await connection.session()
-        let engine = job.image == nil ? nil : try await probe().engine
-        let run = try JobCommand.script(for: job, engine: engine)
-        // One exec writes the four files (quoted here-documents: nothing in them is expanded) and starts the
-        // wrapper: each exec costs a remote shell, and this used to be five of them per job.
-        var command = "cd " + shellQuote(dir) + " || exit 2\n"
-        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("launch.sh", RunnerScripts.launch)] {
-            var delimiter = "DSTACK_EOF_" + UUID().uuidString.replacingOccurrences(of: "-", with: "")
-            while text.contains(delimiter) { delimiter += "_" }
-            command += "cat > \(file) <<'\(delimiter)'\n\(text)\(text.isEmpty || text.hasSuffix("\n") ? "" : "\n")\(delimiter)\n"
-        }
-        // setsid: the job gets its own session and process group, so a dropped connection does not kill it.
-        // Only the wrapper goes to the background (the braces): a backgrounded `a && b &` list would keep the
-        // channel open, and this exec waiting, until the whole job ended.
-        command += ": > log && { setsid /bin/sh launch.sh \"$PWD\" " + shellQuote(job.workingDir) + " </dev/null >/dev/null 2>&1 & }\n"
-        let (line, input) = Self.remoteScript(command, [])
-        let result = try await session.exec(line, stdin: input)
-        guard result.succeeded else { throw RunnerError.job(jobId: job.jobId, reason: "cannot start it on \(name): \(result.stderrText)") }
-    }
-
-    public func finish(jobId: String, release: Bool, cleanup: Bool) async throws {
-        let text = (release ? RunnerScripts.release + "\n" : "") + (cleanup ? "rm -rf \"$1/jobs/$2\"\n" : "")
-        guard !text.isEmpty else { return }
-        _ = try await script(text, [workdir, jobId])
-    }
-
-    public func launched(jobId: String) async throws -> Bool {
-        try await connection.session().exec("test -f " + shellQuote(jobDir(jobId) + "/pid")).succeeded
-    }
-
-    public func follow(jobId: String, from offset: Int64, output: @Sendable (Data) async throws -> Void) async throws -> JobExit {
-        let command = Self.commandLine(RunnerScripts.follow, [jobDir(jobId), String(offset)])
-        var exitText = Data()
-        var status: Int32 = 0
-        for try await event in try await connection.session().execStream(command, idleTimeout: .some(nil)) {
-            switch event {
-            case .output(.stdout, let data): try await output(data)
-            case .output(.stderr, let data): exitText.append(data)
-            case .exit(let result): status = result.exitStatus
-            }
-        }
-        if status == 99 { return JobExit(code: nil, reason: "the job's process on \(name) disappeared without an exit status (killed)") }
-        let text = String(decoding: exitText, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-        guard status == 0, let code = Int32(text) else {
-            return JobExit(code: nil, reason: "cannot read the job's exit status on \(name): \(text)")
-        }
-        if code > 128, code < 160 { return JobExit(code: code, signal: code - 128) }
-        return JobExit(code: code)
-    }
-
     public func withArtifacts<T: Sendable>(jobId: String, paths: [String], _ body: (URL) async throws -> T) async throws -> T {
         let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-artifacts-\(jobId)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: staging) }
-        try await fetchArtifacts(jobId: jobId, paths: paths, into: staging)
+        try await surviving { try await fetchArtifacts(jobId: jobId, paths: paths, into: staging) }
         // The folder is ours and goes away below: storing may move its files rather than copy them.
         return try await ArtifactStaging.$disposableFolder.withValue(staging) { try await body(staging) }
     }
@@ -508,7 +505,7 @@ public final class SSHRunner: Runner, Sendable {
         // missing repository: the command then prints nothing) is fetched by nobody and then reported by the
         // artifact scanner.
         let repo = jobDir(jobId) + "/repo"
-        let check = try await script(ArtifactEntry.script, [repo] + paths)
+        let check = try await script(.artifactsInspect, [repo] + paths)
         let entries = ArtifactEntry.parse(check.stdoutText, paths: paths)
         // A large plain file goes on its own channel (no tar on either side, no pipe, no extra copy), unless it
         // lies inside another requested path, which tar brings anyway.
@@ -532,11 +529,13 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     public func stop(jobId: String) async throws {
-        _ = try await script(RunnerScripts.stop, [jobDir(jobId)])
+        _ = try await agent("stop", [jobDir(jobId)])
     }
 
-    public func cleanup(jobId: String) async throws {
-        _ = try await connection.session().exec("rm -rf " + shellQuote(jobDir(jobId)))
+    public func finish(jobIds: [String], release: Bool) async throws {
+        let ids = jobIds.filter(Self.isPlainName)
+        guard !ids.isEmpty else { return }
+        _ = try await agent("finish", [workdir, release ? "1" : "0"] + ids)
     }
 
     /// Closes the connection.
@@ -550,6 +549,7 @@ actor SSHConnection {
     let options: SSHOptions
     let logger: Logger
     var current: SSHSession?
+    var currentAgent: Agent?
 
     init(options: SSHOptions, logger: Logger) {
         self.options = options
@@ -565,7 +565,27 @@ actor SSHConnection {
         return session
     }
 
+    /// The agent shell of the current connection, started (again) when there is none or it died.
+    func agent(runner: String) async throws -> Agent {
+        if let agent = currentAgent, agent.isAlive, let current, current.isConnected { return agent }
+        if currentAgent != nil, let failure = current?.failure {
+            // The connection dropped between two requests: say so once (the caller reconnects), rather than
+            // reconnecting silently.
+            currentAgent = nil
+            await current?.close()
+            current = nil
+            throw failure
+        }
+        currentAgent?.close()
+        currentAgent = nil
+        let agent = try await Agent.start(on: session(), runner: runner, logger: logger)
+        currentAgent = agent
+        return agent
+    }
+
     func close() async {
+        currentAgent?.close()
+        currentAgent = nil
         await current?.close()
         current = nil
     }
@@ -578,30 +598,6 @@ struct ArtifactEntry: Equatable {
     /// For a plain file: its permission bits and size; nil for a folder, a link or anything else.
     var mode: UInt32?
     var size: Int64?
-
-    /// Run in the job's repository (`$1`) with the artifact paths after it: for each path that exists, prints
-    /// `f INDEX MODE SIZE` for a plain file (not a link; MODE and SIZE as `ls -ldn` shows them) or `o INDEX` for
-    /// anything else. POSIX `sh` and `ls` only.
-    static let script = #"""
-        cd "$1" || exit 2
-        shift
-        i=0
-        set -f
-        for p; do
-            if [ -f "$p" ] && [ ! -L "$p" ]; then
-                if l=$(ls -ldn -- "$p"); then
-                    # shellcheck disable=SC2086
-                    set -- $l
-                    printf 'f %d %s %s\n' "$i" "$1" "$5"
-                else
-                    printf 'o %d\n' "$i"
-                fi
-            elif [ -e "$p" ] || [ -L "$p" ]; then
-                printf 'o %d\n' "$i"
-            fi
-            i=$((i + 1))
-        done
-        """#
 
     /// Whether it is a plain file worth a channel of its own.
     var isLargeFile: Bool { mode != nil && (size ?? .max) >= SSHRunner.directFetchMinimum }

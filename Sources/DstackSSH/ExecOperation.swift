@@ -17,14 +17,14 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
     private var result = ExecResult(exitStatus: -1)
 
     init(
-        command: String, input: ChannelInput, output: ChannelOutput, bufferSize: Int, idleTimeout: Duration?,
-        completion: @escaping @Sendable (Result<ExecResult, SSHError>) -> Void
+        command: String, label: String? = nil, input: ChannelInput, output: ChannelOutput, bufferSize: Int,
+        idleTimeout: Duration?, completion: @escaping @Sendable (Result<ExecResult, SSHError>) -> Void
     ) {
         self.command = command
         self.input = input
         self.output = output
         buffer = .allocate(byteCount: bufferSize, alignment: 16)
-        super.init(label: "remote command '\(summarized(command))'", idleTimeout: idleTimeout, completion: completion)
+        super.init(label: "remote command '\(summarized(label ?? command))'", idleTimeout: idleTimeout, completion: completion)
     }
 
     deinit { buffer.deallocate() }
@@ -118,6 +118,8 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
             do throws(SSHError) {
                 while !eofSent {
                     let bytes = try input.pending()
+                    // A queue with nothing to send yet: the loop comes back when more is queued (it is woken).
+                    if bytes.isEmpty && !input.reachedEnd { break }
                     if bytes.isEmpty && input.reachedEnd {
                         let rc = libssh2_channel_send_eof(channel)
                         if rc == LIBSSH2_ERROR_EAGAIN { break }

@@ -92,6 +92,14 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
         }
     }
 
+    /// Whether the connection itself failed (so the runner is unreachable for now), rather than a command or a
+    /// file: transient failures and a session that was closed under the operation.
+    public var isConnectionProblem: Bool {
+        if isTransient { return true }
+        if case .sessionClosed = self { return true }
+        return false
+    }
+
     private static func format(_ seconds: Double) -> String {
         seconds == seconds.rounded() ? String(Int(seconds)) : String(format: "%.1f", seconds)
     }

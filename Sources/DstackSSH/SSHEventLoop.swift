@@ -122,6 +122,11 @@ final class SSHEventLoop: @unchecked Sendable {
         post(.submit(id, op))
     }
 
+    /// Makes the loop step every operation again soon (new input was queued for one).
+    func wake() {
+        post(.perform(run: {}, reject: {}))
+    }
+
     /// Aborts the operation with `id` (or marks it to be aborted when it arrives).
     func cancel(_ id: UInt64) {
         post(.cancel(id))

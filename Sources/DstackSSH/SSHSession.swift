@@ -62,6 +62,9 @@ public final class SSHSession: Sendable {
     /// Whether the connection still works: false once it was lost or closed (then reconnect).
     public var isConnected: Bool { loop.connectionFailure == nil }
 
+    /// Why the connection no longer works, or nil while it does.
+    public var failure: SSHError? { loop.connectionFailure }
+
     /// Disconnects and frees the connection; operations still running fail with `SSHError.sessionClosed`.
     public func close() async {
         guard !closed.set() else { return }
@@ -127,11 +130,57 @@ public final class SSHSession: Sendable {
     ) async throws -> ExecResult {
         let timeout = idleTimeout ?? options.idleTimeout
         logger.debug("ssh \(options.hostKeyName): exec \(summarized(command))")
+        let line = Self.portableLine(for: command, input: input)
         return try await submit { completion in
             ExecOperation(
-                command: command, input: input, output: output, bufferSize: bufferSize, idleTimeout: timeout,
-                completion: completion)
+                command: line, label: command, input: input, output: output, bufferSize: bufferSize,
+                idleTimeout: timeout, completion: completion)
         }
+    }
+
+    /// The command line sshd hands to the login shell for `command`: one short line that sh, bash, dash, zsh,
+    /// tcsh/csh and fish all parse alike, which reads the script itself from the first bytes of standard input
+    /// (put there, before the rest of `input`) and runs it with `/bin/sh`. So any login shell works, the login
+    /// shell's start-up files still run, and no script text is ever parsed by a shell other than `sh`.
+    static func portableLine(for command: String, input: ChannelInput) -> String {
+        let (line, script) = portable(command)
+        input.prepend(script)
+        return line
+    }
+
+    /// The portable command line for `command`, and the bytes to send first on its standard input.
+    public static func portable(_ command: String) -> (line: String, script: Data) {
+        let script = Data(command.utf8)
+        // `head -c N` reads exactly N bytes: what follows stays for the script's own commands.
+        return ("exec /bin/sh -c 'eval \"$(head -c \(script.count))\"'", script)
+    }
+
+    /// Starts `command` (through the portable line, as `exec` does) and keeps its standard input open: `write`
+    /// sends more, `closeInput` ends it. Its output arrives on `events`, then `.exit`. Used for a long-lived
+    /// agent shell that carries many requests.
+    public func startProcess(_ command: String, label: String) -> RemoteProcess {
+        let queue = InputQueue()
+        let input = ChannelInput(queue: queue)
+        let line = Self.portableLine(for: command, input: input)
+        let loop = self.loop
+        let (events, continuation) = AsyncThrowingStream<ExecEvent, any Error>.makeStream()
+        let id = loop.makeID()
+        let output = ChannelOutput(stdout: .callback { stream, data in continuation.yield(.output(stream, data)) },
+                                   stderr: .callback { stream, data in continuation.yield(.output(stream, data)) })
+        let op = ExecOperation(
+            command: line, label: label, input: input, output: output, bufferSize: 256 * 1024,
+            idleTimeout: nil, completion: { result in
+                switch result {
+                case .success(let exit):
+                    continuation.yield(.exit(exit))
+                    continuation.finish()
+                case .failure(let error):
+                    continuation.finish(throwing: error)
+                }
+            })
+        logger.debug("ssh \(options.hostKeyName): start \(label)")
+        loop.submit(op, id: id)
+        return RemoteProcess(events: events, queue: queue, wake: { loop.wake() }, cancel: { loop.cancel(id) })
     }
 
     /// Hands an operation to the loop and waits for its answer; cancelling the task aborts the operation.
@@ -148,6 +197,40 @@ public final class SSHSession: Sendable {
         } onCancel: {
             loop.cancel(id)
         }
+    }
+}
+
+/// A remote command whose standard input stays open for more (see `SSHSession.startProcess`).
+public final class RemoteProcess: Sendable {
+    /// Its output as it arrives, then `.exit`; throws when the channel or connection fails.
+    public let events: AsyncThrowingStream<ExecEvent, any Error>
+    private let queue: InputQueue
+    private let wake: @Sendable () -> Void
+    private let cancelOperation: @Sendable () -> Void
+
+    init(events: AsyncThrowingStream<ExecEvent, any Error>, queue: InputQueue, wake: @escaping @Sendable () -> Void,
+         cancel: @escaping @Sendable () -> Void) {
+        self.events = events
+        self.queue = queue
+        self.wake = wake
+        self.cancelOperation = cancel
+    }
+
+    /// Sends `data` to its standard input (queued; the connection's thread sends it).
+    public func write(_ data: Data) {
+        queue.append(data)
+        wake()
+    }
+
+    /// Ends its standard input once everything written was sent.
+    public func closeInput() {
+        queue.close()
+        wake()
+    }
+
+    /// Closes its channel at once.
+    public func cancel() {
+        cancelOperation()
     }
 }
 

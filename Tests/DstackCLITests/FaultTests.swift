@@ -106,6 +106,38 @@ import Testing
         #expect((jobs["slow"]?["attempts"] as? [Any])?.count == 1, "a dropped connection is not a lost runner")
     }
 
+    /// A machine-side `kill -9` of the job's whole process tree (an admin's cleanup, the OOM killer taking the
+    /// wrapper too) on a runner that stays reachable: the job is lost, tried again with a notice, and its attempts
+    /// say what happened.
+    @Test func aJobWhoseProcessesAreKilledOnAReachableRunnerIsTriedAgain() throws {
+        let bed = try SSHBed(1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        let counter = bed.directory.appendingPathComponent("count")
+        try box.workflows(Self.workflows(counter: counter.path))
+        try box.write(".dstack/hosts.yaml", bed.inventory(tag: "vanish"))
+        let env = box.environment.merging(bed.environment) { $1 }
+
+        let coordinator = try Sandbox.start([Sandbox.binary, "run", "after"], in: box.project, environment: env)
+        let run = try waitForLog(box, "line 2", bed.environment)
+        let jobDir = bed.directory.appendingPathComponent("work-vanish-r1/jobs/\(run)-slow")
+        let pidText = try String(contentsOf: jobDir.appendingPathComponent("pid"), encoding: .utf8)
+        let jobPid = pidText.split(separator: " ").first.map(String.init) ?? ""
+        _ = try Sandbox.run(["kill", "-KILL", "--", "-\(jobPid)"], in: bed.directory)
+
+        let result = try coordinator.wait()
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.stderr.contains("vanished without an exit status"), "\(result.stderr)")
+        #expect(result.stderr.contains("trying again (attempt 2 of 3)"), "\(result.stderr)")
+        let jobs = try box.jobs(run)
+        let attempts = try #require(jobs["slow"]?["attempts"] as? [[String: Any]])
+        #expect(attempts.count == 2)
+        #expect((attempts.first?["reason"] as? String)?.hasPrefix("lost: its process on r1 vanished") == true, "\(attempts)")
+        #expect(jobs["slow"]?["status"] as? String == "done")
+        #expect(count(counter) == 1, "only the second attempt completed")
+    }
+
     @Test func aLostRunnersJobIsRetriedOnAnotherRunner() throws {
         let bed = try SSHBed(2)
         defer { bed.stop() }
@@ -134,9 +166,10 @@ import Testing
         _ = try Sandbox.run(["kill", "-KILL", pid], in: bed.directory)
         let jobDir = bed.directory.appendingPathComponent("work-lost-\(first)/jobs/\(run)-slow")
         let listing = (try? FileManager.default.contentsOfDirectory(atPath: jobDir.path)) ?? []
+        // `PID BOOTID`
         let jobPid = try #require(try? String(contentsOf: jobDir.appendingPathComponent("pid"), encoding: .utf8),
                                   "no pid in \(jobDir.path): \(listing)")
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+            .split(separator: " ").first.map(String.init) ?? ""
         _ = try Sandbox.run(["kill", "-KILL", "--", "-\(jobPid)"], in: bed.directory)
 
         let result = try coordinator.wait()

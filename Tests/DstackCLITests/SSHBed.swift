@@ -8,12 +8,25 @@ final class SSHBed: Sendable {
 
     /// Starts `count` runners; `extraEnvironment` (`VAR=value` words) is set in the sessions of the runner at
     /// that index.
-    init(_ count: Int, extraEnvironment: [Int: String] = [:]) throws {
+    /// `loginShells` gives the runner at an index an account of its own whose login shell is that path; a
+    /// `bashrc` is that runner's `~/.bashrc`.
+    init(_ count: Int, extraEnvironment: [Int: String] = [:], loginShells: [Int: String] = [:],
+         bashrc: [Int: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-bed-\(UUID().uuidString.prefix(8))")
         for (index, text) in extraEnvironment {
             let dir = directory.appendingPathComponent("runner-\(index + 1)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             try Data(text.utf8).write(to: dir.appendingPathComponent("extra_env"))
+        }
+        for (index, shell) in loginShells {
+            let dir = directory.appendingPathComponent("runner-\(index + 1)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try Data(shell.utf8).write(to: dir.appendingPathComponent("login_shell"))
+        }
+        for (index, text) in bashrc {
+            let dir = directory.appendingPathComponent("runner-\(index + 1)/home")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try Data(text.utf8).write(to: dir.appendingPathComponent(".bashrc"))
         }
         let start = try Sandbox.run(["bash", Sandbox.repositoryRoot.appendingPathComponent("scripts/testbed").path,
                                      "start", String(count), directory.path], in: Sandbox.repositoryRoot)
@@ -42,7 +55,14 @@ final class SSHBed: Sendable {
         for i in indices ?? Array(runners.indices) {
             let r = runners[i]
             text += "  - name: r\(i + 1)\n    host: \(r.host)\n    port: \(r.port)\n"
-            text += "    workdir: \(directory.path)/work-\(tag)-r\(i + 1)\n"
+            let runnerDir = directory.appendingPathComponent("runner-\(i + 1)")
+            if let user = try? String(contentsOf: runnerDir.appendingPathComponent("user"), encoding: .utf8) {
+                // An account of its own (another login shell): it works where it may write.
+                text += "    user: \(user.trimmingCharacters(in: .whitespacesAndNewlines))\n"
+                text += "    workdir: \(runnerDir.path)/work/\(tag)\n"
+            } else {
+                text += "    workdir: \(directory.path)/work-\(tag)-r\(i + 1)\n"
+            }
             if let more = extra[i] { text += more.split(separator: "\n").map { "    \($0)\n" }.joined() }
         }
         return text

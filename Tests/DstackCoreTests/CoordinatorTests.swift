@@ -140,7 +140,8 @@ struct CoordinatorTests {
         if !begun { await coordinator.requestStop() }
         try #require(begun, "the job did not start")
         let pidText = try String(contentsOf: bench.runner.jobDirectory("test-run-1-forever").appendingPathComponent("pid"), encoding: .utf8)
-        let pid = try #require(pid_t(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        // `PID BOOTID`: the wrapper records the boot with its pid.
+        let pid = try #require(pid_t(pidText.split(separator: " ").first.map(String.init) ?? ""))
         let live = try #require(try await bench.store.loadRun("test-run-1"))
         #expect(live.status == .running)
         #expect(live.coordinator?.pid == getpid())

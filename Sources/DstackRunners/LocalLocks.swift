@@ -1,0 +1,116 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The slot and GPU locks of a runner's work directory, taken in this process for the local runner: the same
+/// folders, owner files and rules as `dstack_acquire` in `Scripts/agent.sh` (atomic `mkdir`, a `held-JOB` file,
+/// reclaim through a tombstone rename), without a shell per job.
+struct LocalLocks {
+    /// The runner's work directory.
+    let base: String
+
+    var locks: String { base + "/locks" }
+
+    /// This machine's boot id, recorded with pids (a pid from before a reboot is never taken for a live process).
+    static let bootID: String = {
+        (try? String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+    }()
+
+    /// Takes a slot and `need` of `gpus` for `job`; nil when not enough is free now (nothing kept then).
+    func acquire(job: String, slots: Int, gpus: [Int], need: Int, owner: String) throws -> SlotGrant? {
+        if mkdir(locks, 0o755) != 0 && errno != EEXIST {
+            try FileManager.default.createDirectory(atPath: locks, withIntermediateDirectories: true)
+        }
+        if let held = read(locks + "/held-" + job) {
+            var slot = 0
+            var got: [Int] = []
+            for name in held.split(separator: " ") {
+                if name.hasPrefix("slot-") { slot = Int(name.dropFirst(5)) ?? 0 }
+                if name.hasPrefix("gpu-"), let g = Int(name.dropFirst(4)) { got.append(g) }
+            }
+            return SlotGrant(slot: slot, gpus: got)
+        }
+        reclaim()
+        var held: [String] = []
+        guard let slot = (0..<max(1, slots)).first(where: { take("slot-\($0)", job: job, owner: owner) }) else { return nil }
+        held.append("slot-\(slot)")
+        var got: [Int] = []
+        for g in gpus where got.count < need && take("gpu-\(g)", job: job, owner: owner) {
+            got.append(g)
+            held.append("gpu-\(g)")
+        }
+        if got.count < need {
+            for name in held { try? FileManager.default.removeItem(atPath: locks + "/" + name) }
+            return nil
+        }
+        try Data((held.joined(separator: " ") + "\n").utf8).write(to: URL(fileURLWithPath: locks + "/held-" + job))
+        return SlotGrant(slot: slot, gpus: got)
+    }
+
+    /// Releases what `acquire` took for `job`, only the locks that are still its own.
+    func release(job: String) {
+        guard let held = read(locks + "/held-" + job) else { return }
+        for name in held.split(separator: " ") {
+            let lock = locks + "/" + name
+            if read(lock + "/owner")?.split(separator: " ").first.map(String.init) == job {
+                try? FileManager.default.removeItem(atPath: lock)
+            }
+        }
+        unlink(locks + "/held-" + job)
+    }
+
+    private func take(_ name: String, job: String, owner: String) -> Bool {
+        let lock = locks + "/" + name
+        guard mkdir(lock, 0o755) == 0 else { return false }
+        try? Data("\(job) \(owner)\n".utf8).write(to: URL(fileURLWithPath: lock + "/owner"))
+        return true
+    }
+
+    /// Removes locks whose job is over (it wrote its exit code, its process is gone, or it never got a folder in
+    /// 10 minutes): renamed to a tombstone first, and put back if another job took it meanwhile.
+    private func reclaim() {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: locks) else { return }
+        for name in names where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
+            let lock = locks + "/" + name
+            guard let holder = read(lock + "/owner")?.split(separator: " ").first.map(String.init) else { continue }
+            let job = base + "/jobs/" + holder
+            var over = false
+            if access(job + "/exit", F_OK) == 0 {
+                over = true
+            } else if let pid = Self.readPid(job) {
+                over = !pid.alive
+            } else if access(job, F_OK) != 0, let info = try? FileManager.default.attributesOfItem(atPath: lock),
+                      let made = info[.modificationDate] as? Date, Date().timeIntervalSince(made) > 600 {
+                over = true
+            }
+            guard over else { continue }
+            let tomb = locks + "/.reclaim-\(getpid())-" + name
+            guard rename(lock, tomb) == 0 else { continue }
+            if read(tomb + "/owner")?.split(separator: " ").first.map(String.init) == holder {
+                try? FileManager.default.removeItem(atPath: tomb)
+            } else if rename(tomb, lock) != 0 {
+                try? FileManager.default.removeItem(atPath: tomb)
+            }
+        }
+    }
+
+    private func read(_ path: String) -> String? {
+        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A job's recorded wrapper pid (`PID BOOTID`), and whether that process is alive on this boot.
+    static func readPid(_ jobDirectory: String) -> (pid: pid_t, alive: Bool)? {
+        guard let text = try? String(contentsOfFile: jobDirectory + "/pid", encoding: .utf8) else { return nil }
+        let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        guard let first = words.first, let pid = pid_t(first) else { return nil }
+        if words.count > 1, String(words[1]) != bootID { return (pid, false) }
+        var status: Int32 = 0
+        // Reap it if it is our child, so a finished job is not mistaken for a live zombie.
+        if waitpid(pid, &status, WNOHANG) == pid { return (pid, false) }
+        return (pid, kill(pid, 0) == 0 || errno == EPERM)
+    }
+}

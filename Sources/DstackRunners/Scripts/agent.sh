@@ -1,0 +1,315 @@
+#!/bin/sh
+# shellcheck disable=SC2317  # the functions are called through eval
+# The dstack agent: one per SSH connection to a runner, started once through the login shell (so its start-up
+# files run once and jobs inherit what they set up), then carrying every request of that connection. Nothing is
+# installed on the runner: the coordinator sends this text each time it connects. docs/agent.md describes the
+# protocol; the Swift side of it is AgentProtocol.swift.
+#
+# Requests arrive on standard input, one per line: a call of one of the dstack_* functions below, its arguments
+# single-quoted words (never a newline in them). Some requests are followed by a payload whose length the request
+# gives; only such requests read standard input. Answers go to standard output, one request at a time:
+#   E WORDS       an event (granted SLOT GPUS, launched, ...)
+#   K KEY VALUE   a fact (probe)
+#   S N STATE     the state of the Nth job of a poll (running, exit CODE, gone)
+#   D N LENGTH    LENGTH raw bytes of the Nth job's log follow this line
+#   . STATUS      the end of the answer; STATUS is the request's exit status (see AgentStatus)
+# Exit statuses: 0 done; 2 the runner cannot do it (folder, disk); 3 no free slot; 4 not enough free GPUs;
+# 5 no code tree of the snapshot; 6 bad request.
+
+# Everything but the request reader gets /dev/null as standard input: no command may eat the next request.
+exec 3<&0 </dev/null
+umask 022
+
+# dstack_acquire BASE JOB SLOTS GPUS NEED OWNER: takes a job slot and NEED of the GPUS (space-separated) with atomic
+# mkdir locks under BASE/locks; sets `slot` and `got`. A job that holds its locks already gets them back. Returns 3
+# when no slot is free and 4 when not enough GPUs are (nothing is kept then). Locks whose job is over (it wrote its
+# exit code, or its process is gone, or it never got a folder in 10 minutes) are reclaimed by renaming them to a
+# tombstone first, so a lock another job took in between is never removed.
+dstack_acquire() {
+  a_base=$1 a_job=$2 a_max=$3 a_gpus=$4 a_need=$5 a_owner=$6
+  slot="" got=""
+  [ -d "$a_base/locks" ] || mkdir -p "$a_base/locks" || return 2
+  if [ -f "$a_base/locks/held-$a_job" ]; then
+    a_held=""
+    { read -r a_held < "$a_base/locks/held-$a_job"; } 2>/dev/null
+    for a_l in $a_held; do
+      case $a_l in slot-*) slot=${a_l#slot-} ;; gpu-*) got="$got ${a_l#gpu-}" ;; esac
+    done
+    return 0
+  fi
+  for a_l in "$a_base"/locks/slot-* "$a_base"/locks/gpu-*; do
+    [ -d "$a_l" ] || continue
+    a_holder="" a_pid=""
+    { read -r a_holder _ < "$a_l/owner"; } 2>/dev/null
+    [ -n "$a_holder" ] || continue
+    a_jd="$a_base/jobs/$a_holder"
+    a_over=""
+    if [ -f "$a_jd/exit" ]; then
+      a_over=1
+    elif [ -f "$a_jd/pid" ]; then
+      { read -r a_pid a_boot < "$a_jd/pid"; } 2>/dev/null
+      if [ -n "$a_boot" ] && [ "$a_boot" != "$dstack_boot" ]; then a_over=1
+      elif [ -n "$a_pid" ] && ! kill -0 "$a_pid" 2>/dev/null; then a_over=1; fi
+    elif [ ! -d "$a_jd" ] && [ -n "$(find "$a_l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
+      a_over=1
+    fi
+    [ -n "$a_over" ] || continue
+    # Rename, then check it is still the same holder's: a lock taken again meanwhile is put back.
+    a_t="$a_base/locks/.reclaim-$$-${a_l##*/}"
+    mv "$a_l" "$a_t" 2>/dev/null || continue
+    a_now=""
+    { read -r a_now _ < "$a_t/owner"; } 2>/dev/null
+    if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; else mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; fi
+  done
+  a_held="" a_i=0
+  while [ "$a_i" -lt "$a_max" ]; do
+    if mkdir "$a_base/locks/slot-$a_i" 2>/dev/null; then
+      printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/slot-$a_i/owner"
+      slot=$a_i a_held="slot-$a_i"
+      break
+    fi
+    a_i=$((a_i + 1))
+  done
+  [ -n "$slot" ] || return 3
+  a_n=0
+  for a_g in $a_gpus; do
+    [ "$a_n" -ge "$a_need" ] && break
+    if mkdir "$a_base/locks/gpu-$a_g" 2>/dev/null; then
+      printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/gpu-$a_g/owner"
+      got="$got $a_g" a_held="$a_held gpu-$a_g" a_n=$((a_n + 1))
+    fi
+  done
+  if [ "$a_n" -lt "$a_need" ]; then
+    set --
+    for a_l in $a_held; do set -- "$@" "$a_base/locks/$a_l"; done
+    rm -rf "$@"
+    slot="" got=""
+    return 4
+  fi
+  echo "$a_held" > "$a_base/locks/held-$a_job"
+  return 0
+}
+
+# dstack_release_locks BASE JOB: releases what dstack_acquire took for the job, only while each lock is still its.
+dstack_release_locks() {
+  r_base=$1 r_job=$2
+  [ -f "$r_base/locks/held-$r_job" ] || return 0
+  r_held=""
+  { read -r r_held < "$r_base/locks/held-$r_job"; } 2>/dev/null
+  set --
+  for r_l in $r_held; do
+    r_holder=""
+    { read -r r_holder _ < "$r_base/locks/$r_l/owner"; } 2>/dev/null
+    [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_base/locks/$r_l"
+  done
+  rm -rf "$@" "$r_base/locks/held-$r_job"
+}
+
+# dstack_start BASE JOB ATTEMPT SLOTS GPUS NEED OWNER SNAPSHOT WORKDIR EXPORT CLEANUP LENGTH: starts attempt ATTEMPT
+# of a job, or finds it started. Takes the slot (E granted SLOT GPUS, GPUs comma-separated; status 3 or 4 when none
+# is free), copies the snapshot's tree (status 5 when the runner has none) and staged dependency artifacts into
+# the job's folder, evaluates the LENGTH-byte payload there (it writes the job's files, as quoted data), launches
+# the wrapper detached and answers E launched. A start sent again for the same attempt (after a dropped
+# connection) launches nothing twice: it reports what was done. CLEANUP lists finished jobs' folders to remove.
+dstack_start() {
+  s_base=$1 s_job=$2 s_attempt=$3 s_len=${12}
+  s_payload=$(head -c "$s_len" <&3; echo x)
+  s_payload=${s_payload%x}
+  cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
+  s_base=$PWD
+  for s_old in ${11}; do case $s_old in *[!A-Za-z0-9._-]*|.|..) ;; *) rm -rf "jobs/$s_old" ;; esac; done
+  [ -d "trees/$8/" ] || return 5
+  mkdir -p jobs || return 2
+  # One starter per job at a time: a start whose connection dropped may still be running here.
+  s_i=0
+  while ! mkdir "jobs/.start-$s_job" 2>/dev/null; do
+    s_other=""
+    { read -r s_other < "jobs/.start-$s_job/agent"; } 2>/dev/null
+    if [ -n "$s_other" ] && ! kill -0 "$s_other" 2>/dev/null; then rm -rf "jobs/.start-$s_job"; continue; fi
+    s_i=$((s_i + 1))
+    [ "$s_i" -gt 600 ] && { echo "E error another start of $s_job holds jobs/.start-$s_job"; return 2; }
+    sleep 0.1
+  done
+  echo "$dstack_agent_pid" > "jobs/.start-$s_job/agent"
+  dstack_start_locked "$@"
+  s_rc=$?
+  rm -rf "$s_base/jobs/.start-$s_job"
+  return "$s_rc"
+}
+
+dstack_start_locked() {
+  d="$s_base/jobs/$s_job"
+  s_was=""
+  { read -r s_was < "$d/attempt"; } 2>/dev/null
+  if [ "$s_was" != "$s_attempt" ] && [ -e "$d" ]; then
+    # Another attempt's folder: it is over (the coordinator moved on); its locks go with it.
+    dstack_release_locks "$s_base" "$s_job"
+    rm -rf "$d"
+  fi
+  dstack_acquire "$s_base" "$s_job" "$4" "$5" "$6" "$7" || { s_rc=$?; rm -rf "$d.deps"; return "$s_rc"; }
+  s_cuda=""
+  for g in $got; do s_cuda="${s_cuda:+$s_cuda,}$g"; done
+  echo "E granted $slot $s_cuda"
+  if [ -f "$d/pid" ]; then
+    echo "E launched"
+    return 0
+  fi
+  rm -rf "$d"
+  mkdir -p "$d" && printf '%s\n' "$s_attempt" > "$d/attempt" && cp -Rp "$s_base/trees/$8/." "$d/repo" ||
+    { echo "E error cannot copy the code into $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  if [ -d "$d.deps" ]; then
+    cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" ||
+      { echo "E error cannot place the dependency artifacts in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  fi
+  (
+    cd "$d" || exit 2
+    eval "$s_payload"
+  ) || { echo "E error cannot write the job's files in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  [ "${10}" = 1 ] && printf 'export CUDA_VISIBLE_DEVICES=%s\n' "$s_cuda" >> "$d/env.sh"
+  : > "$d/log" || { echo "E error cannot create $d/log"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  # setsid: its own session and process group, so a dropped connection does not end it; the subshell makes it
+  # nobody's child here, so a wrapper killed outright is seen gone rather than as a zombie of this shell.
+  (setsid /bin/sh "$d/wrapper.sh" "$d" "$9" "$s_base" "$dstack_boot" </dev/null >/dev/null 2>&1 &)
+  echo "E launched"
+  return 0
+}
+
+# dstack_poll BASE JOB OFFSET [JOB OFFSET]...: for each job, its log from byte OFFSET on (D N LENGTH, at most 4 MiB
+# a poll) and its state (S N running, S N exit CODE once the whole log was sent, S N gone when its wrapper vanished
+# without an exit code, S N missing when it has no folder). A job seen over has its locks released.
+dstack_poll() {
+  cd "$1" 2>/dev/null || return 2
+  shift
+  p_n=0
+  while [ $# -ge 2 ]; do
+    p_d="jobs/$1" p_off=$2
+    shift 2
+    if [ ! -d "$p_d" ]; then echo "S $p_n missing"; p_n=$((p_n + 1)); continue; fi
+    p_done=""
+    [ -f "$p_d/exit" ] && p_done=1
+    p_size=$(wc -c < "$p_d/log" 2>/dev/null) || p_size=0
+    p_size=$((p_size + 0))
+    p_more=""
+    if [ "$p_size" -gt "$p_off" ]; then
+      p_len=$((p_size - p_off))
+      [ "$p_len" -gt 4194304 ] && p_len=4194304 p_more=1
+      echo "D $p_n $p_len"
+      tail -c +$((p_off + 1)) "$p_d/log" | head -c "$p_len"
+    fi
+    if [ -n "$p_more" ]; then
+      echo "S $p_n running"
+    elif [ -n "$p_done" ]; then
+      p_code=""
+      { read -r p_code < "$p_d/exit"; } 2>/dev/null
+      echo "S $p_n exit $p_code"
+      # It is over: its slot and GPUs go back now (its folder stays until its results are stored).
+      dstack_release_locks "$PWD" "${p_d#jobs/}"
+    else
+      p_pid="" p_boot=""
+      { read -r p_pid p_boot < "$p_d/pid"; } 2>/dev/null
+      if [ -n "$p_pid" ] && { [ -n "$p_boot" ] && [ "$p_boot" != "$dstack_boot" ] || ! kill -0 "$p_pid" 2>/dev/null; }; then
+        # The wrapper may have written its exit code just now.
+        if [ -f "$p_d/exit" ]; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
+      else
+        echo "S $p_n running"
+      fi
+    fi
+    p_n=$((p_n + 1))
+  done
+  return 0
+}
+
+# dstack_stop JOBDIR: stops a job: its container if it has one, TERM to its process group, KILL after 5 seconds;
+# nothing is signalled once the job wrote its exit code (its pid may belong to another process by then).
+dstack_stop() {
+  cd "$1" 2>/dev/null || return 0
+  [ -f exit ] && return 0
+  [ -f container ] && read -r t_engine t_name < container && "$t_engine" stop -t 5 "$t_name" >/dev/null 2>&1
+  t_pid="" t_boot=""
+  { read -r t_pid t_boot < pid; } 2>/dev/null
+  [ -n "$t_pid" ] || return 0
+  [ -n "$t_boot" ] && [ "$t_boot" != "$dstack_boot" ] && return 0
+  [ -f exit ] && return 0
+  kill -TERM -"$t_pid" 2>/dev/null || kill -TERM "$t_pid" 2>/dev/null || return 0
+  t_i=0
+  while [ "$t_i" -lt 50 ] && kill -0 "$t_pid" 2>/dev/null && [ ! -f exit ]; do sleep 0.1; t_i=$((t_i + 1)); done
+  [ -f exit ] || { kill -0 "$t_pid" 2>/dev/null && kill -KILL -"$t_pid" 2>/dev/null; }
+  return 0
+}
+
+# dstack_finish BASE RELEASE JOB...: releases the jobs' locks (RELEASE 1) and removes their folders.
+dstack_finish() {
+  f_base=$1 f_release=$2
+  shift 2
+  for f_job; do
+    case $f_job in *[!A-Za-z0-9._-]*|.|..|"") continue ;; esac
+    [ "$f_release" = 1 ] && dstack_release_locks "$f_base" "$f_job"
+    rm -rf "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps"
+  done
+  return 0
+}
+
+# dstack_release BASE JOB: releases the job's locks, keeping its folder.
+dstack_release() {
+  dstack_release_locks "$1" "$2"
+}
+
+# dstack_probe WORKDIR: what the runner has, as K lines.
+dstack_probe() {
+  mkdir -p "$1" 2>/dev/null
+  echo "K os $(uname -s) $(uname -m)"
+  echo "K cpus $(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)"
+  awk '/^MemTotal:/ { print "K memory_kb", $2 }' /proc/meminfo 2>/dev/null
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader,nounits 2>/dev/null | sed 's/^/K gpu /'
+  fi
+  # An engine counts only when it answers: a docker client with no daemon behind it cannot run anything.
+  for e in docker podman; do
+    command -v "$e" >/dev/null 2>&1 && "$e" version >/dev/null 2>&1 && { echo "K engine $e"; break; }
+  done
+  df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print "K disk_free_kb", $4 }'
+  for l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
+    [ -f "$l/owner" ] && { read -r o_owner < "$l/owner"; echo "K lock ${l##*/} $o_owner"; }
+  done
+  # The python3.X interpreters on PATH (the login shell's: conda and pyenv included), for jobs that ask for one.
+  IFS=:
+  for d in $PATH; do
+    for p in "$d"/python3.[0-9] "$d"/python3.[0-9][0-9]; do [ -x "$p" ] && echo "K python ${p##*/python}"; done
+  done
+  unset IFS
+  return 0
+}
+
+# dstack_tree_status BASE SNAPSHOT: K present when the runner has the snapshot's tree; else K base ID and the
+# latest tree's manifest as K line ... (hash mode path), from which the new tree is built by difference.
+dstack_tree_status() {
+  cd "$1" 2>/dev/null || return 0
+  [ -d "trees/$2/" ] && { echo "K present"; return 0; }
+  t_latest=""
+  { read -r t_latest < trees/latest; } 2>/dev/null
+  [ -n "$t_latest" ] && [ -d "trees/$t_latest/" ] && [ -f "trees/$t_latest.manifest" ] || return 0
+  echo "K base $t_latest"
+  sed 's/^/K line /' "trees/$t_latest.manifest"
+  return 0
+}
+
+# dstack_ping: answers at once (a liveness check).
+dstack_ping() {
+  return 0
+}
+
+# The boot id: a pid recorded before a reboot must not be taken for a process that runs now.
+dstack_boot=""
+{ read -r dstack_boot < /proc/sys/kernel/random/boot_id; } 2>/dev/null
+dstack_agent_pid=$$
+printf 'dstack-agent ready %s\n' "$$"
+while IFS= read -r dstack_request <&3; do
+  case $dstack_request in
+    dstack_[a-z_]*) ;;
+    *) echo "E error not a request: ${dstack_request%% *}"; echo ". 6"; continue ;;
+  esac
+  # The request's arguments are single-quoted words: eval only splits them.
+  ( eval "$dstack_request" )
+  echo ". $?"
+done
+exit 0

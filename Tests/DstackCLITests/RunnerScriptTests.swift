@@ -1,0 +1,134 @@
+import Foundation
+import Testing
+
+@testable import DstackRunners
+
+/// The shell code that runs on runners, by itself: every script parses (and passes shellcheck where it is
+/// installed), and the agent answers its protocol when run here under `/bin/sh` with pipes for a channel.
+@Suite struct RunnerScriptTests {
+    /// `Sources/DstackRunners/Scripts/NAME`.
+    static func source(_ script: RunnerScript) -> URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Sources/DstackRunners/Scripts/\(script.fileName)")
+    }
+
+    @Test(arguments: RunnerScript.allCases)
+    func everyScriptParsesAndIsTheOneCompiledIn(_ script: RunnerScript) throws {
+        let file = Self.source(script)
+        #expect(try String(contentsOf: file, encoding: .utf8) == script.text)
+        let result = try run(["/bin/sh", "-n", file.path])
+        #expect(result.status == 0, "\(result.output)")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/shellcheck"), "shellcheck is not installed"),
+          arguments: RunnerScript.allCases)
+    func shellcheckFindsNoWarning(_ script: RunnerScript) throws {
+        let result = try run(["/usr/bin/shellcheck", "-s", "sh", "-S", "warning", "-e", "SC2317", Self.source(script).path])
+        #expect(result.status == 0, "\(result.output)")
+    }
+
+    func run(_ arguments: [String], stdin: Data = Data()) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: arguments[0])
+        process.arguments = Array(arguments.dropFirst())
+        let input = Pipe(), output = Pipe()
+        process.standardInput = input
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        input.fileHandleForWriting.write(stdin)
+        try? input.fileHandleForWriting.close()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Feeds the agent `requests` (then end of input) and parses what it answered.
+    func agent(_ requests: [AgentRequest]) throws -> [AgentReply] {
+        var input = Data()
+        for request in requests { input.append(request.bytes) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", RunnerScript.agent.text]
+        let stdin = Pipe(), stdout = Pipe()
+        process.standardInput = stdin
+        process.standardOutput = stdout
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        stdin.fileHandleForWriting.write(input)
+        try? stdin.fileHandleForWriting.close()
+        let data = stdout.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        var parser = AgentParser()
+        return parser.feed(data)
+    }
+
+    @Test func theAgentStartsAJobOnceFollowsItsLogAndReportsItsExit() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let tree = base.appendingPathComponent("trees/snap")
+        try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        try Data("data\n".utf8).write(to: tree.appendingPathComponent("input.txt"))
+        // A value that would run as code if it were ever spliced into shell text.
+        let hostile = "x'; touch \(base.path)/pwned; echo '"
+        let files = [("commands.sh", "set -e\ncat input.txt\nprintf '%s\\n' \"$VALUE\"\nexit 3\n"),
+                     ("env.sh", "export VALUE='" + hostile.replacingOccurrences(of: "'", with: "'\\''") + "'\n"),
+                     ("run.sh", JobCommand.host), ("wrapper.sh", RunnerScript.wrapper.text)]
+        var payload = ""
+        for (name, text) in files {
+            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
+        }
+        let body = Data(payload.utf8)
+        func start() throws -> AgentRequest {
+            try AgentRequest("start", [base.path, "job-1", "1", "2", "", "0", "tests", "snap", "", "0", "", String(body.count)], payload: body)
+        }
+        // Two starts of the same attempt: the second reports, and launches nothing.
+        var replies = try agent([start(), start()])
+        #expect(replies.count == 2)
+        #expect(replies.allSatisfy { $0.status == .ok }, "\(replies.map(\.errorText))")
+        #expect(replies[0].events == ["granted 0 ", "launched"])
+        #expect(replies[1].events == ["granted 0 ", "launched"])
+        // Poll until it exits.
+        var log = Data()
+        var state = PollState.running
+        for _ in 0..<200 where state == .running {
+            Thread.sleep(forTimeInterval: 0.05)
+            replies = try agent([AgentRequest("poll", [base.path, "job-1", String(log.count)])])
+            log.append(replies[0].data[0] ?? Data())
+            state = replies[0].states[0] ?? .running
+        }
+        #expect(state == .exited(3))
+        #expect(String(decoding: log, as: UTF8.self) == "data\n\(hostile)\n")
+        #expect(!FileManager.default.fileExists(atPath: base.appendingPathComponent("pwned").path))
+        // The exit released the slot; the job ran once.
+        #expect(!FileManager.default.fileExists(atPath: base.appendingPathComponent("locks/slot-0").path))
+        // Another start of the same attempt finds it launched (and exited): nothing runs again.
+        replies = try agent([start()])
+        #expect(replies[0].events.last == "launched")
+        replies = try agent([AgentRequest("poll", [base.path, "job-1", "0"])])
+        #expect(String(decoding: replies[0].data[0] ?? Data(), as: UTF8.self) == "data\n\(hostile)\n")
+    }
+
+    @Test func theAgentSaysWhenNoSlotIsFreeAndWhenTheTreeIsMissing() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        try FileManager.default.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: base.appendingPathComponent("locks/slot-0"), withIntermediateDirectories: true)
+        try Data("other-job someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
+        try FileManager.default.createDirectory(at: base.appendingPathComponent("jobs/other-job"), withIntermediateDirectories: true)
+        let replies = try agent([
+            AgentRequest("start", [base.path, "job-2", "1", "1", "", "0", "tests", "snap", "", "0", "", "0"]),
+            AgentRequest("start", [base.path, "job-3", "1", "1", "", "0", "tests", "nosuch", "", "0", "", "0"]),
+            AgentRequest("poll", [base.path, "never", "0"]),
+            AgentRequest("probe", [base.path]),
+        ])
+        #expect(replies.map(\.status) == [.noFreeSlot, .noTree, .ok, .ok])
+        #expect(replies[2].states[0] == .missing)
+        #expect(replies[3].facts.contains { $0.key == "cpus" })
+        #expect(replies[3].facts.contains { $0.key == "lock" && $0.value == "slot-0 other-job someone" })
+    }
+
+    @Test func aValueWithALineBreakIsNeverFramedAsARequest() {
+        #expect(throws: RunnerError.self) { try AgentRequest("stop", ["jobs/a\ndstack_finish / 1 x"]) }
+    }
+}
