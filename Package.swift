@@ -71,8 +71,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // The CLI parses, calls DstackCore and renders: the model's records, the runners' probe and storage's
+        // errors are what it renders, so it names those modules; everything that does something is in DstackCore.
         .target(name: "DstackCLI", dependencies: [
-            "DstackCore",
+            "DstackCore", "DstackModel", "DstackRunners", "DstackStorage",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -1,7 +1,6 @@
 import ArgumentParser
 import DstackCore
 import DstackModel
-import DstackRunners
 import Foundation
 
 extension DstackCommand {
@@ -64,7 +63,7 @@ extension DstackCommand {
                 let name = submitted.record.name
 
                 if detach {
-                    try spawnCoordinator(name)
+                    try spawnCoordinator(name, workspace: workspace)
                     Terminal.out(name)
                     return
                 }
@@ -164,18 +163,12 @@ extension DstackCommand {
         }
 
         /// Starts `dstack attach RUN` in its own session, so the run finishes after this process returns.
-        func spawnCoordinator(_ name: String) throws {
-            let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
-            let path = FileManager.default.fileExists(atPath: executable) ? executable : CommandLine.arguments[0]
-            var arguments = [path, "attach", "--quiet"] + global.arguments
+        func spawnCoordinator(_ name: String, workspace: Workspace) throws {
+            var arguments = ["attach", "--quiet"] + global.arguments
             if global.directory == nil { arguments += ["-C", FileManager.default.currentDirectoryPath] }
             if let maxJobs { arguments += ["--max-jobs", String(maxJobs)] }
             arguments.append(name)
-            let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
-            let logDir = (ProcessInfo.processInfo.environment["DSTACK_RUNNER_DIR"] ?? "\(home)/.dstack/runner") + "/coordinators"
-            try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            _ = try Subprocess.spawnDetached(arguments, environment: ProcessInfo.processInfo.environment,
-                                             stdout: "\(logDir)/\(name).log")
+            try workspace.startDetachedCoordinator(name, arguments: arguments)
         }
     }
 }
@@ -184,18 +177,7 @@ extension DstackCommand {
 func report(_ run: RunRecord, workspace: Workspace) async throws {
     let seconds = (run.finishedAt ?? Date()).timeIntervalSince(run.submittedAt)
     guard run.status == .done else {
-        for job in run.jobs where job.status == .failed {
-            var message = "error: job '\(job.workflow)' failed on \(job.runner ?? "?"): \(job.reason ?? "unknown reason")"
-            if let data = try? await workspace.store.readLog(run: run.name, workflow: job.workflow) {
-                let log = String(decoding: data, as: UTF8.self)
-                let lines = log.split(separator: "\n", omittingEmptySubsequences: false).suffix(11).filter { !$0.isEmpty }
-                if !lines.isEmpty {
-                    message += "\nlast lines of its log:\n" + lines.suffix(10).map { "  | \($0)" }.joined(separator: "\n")
-                }
-            }
-            message += "\nfull log: dstack logs \(run.name) \(job.workflow); its job directory is kept on \(job.runner ?? "the runner") for inspection"
-            Terminal.error(message)
-        }
+        for message in await workspace.failureReport(run) { Terminal.error(message) }
         Terminal.error("run \(run.name) \(run.status.rawValue) after \(Terminal.duration(seconds))")
         throw ExitStatus(code: 1)
     }

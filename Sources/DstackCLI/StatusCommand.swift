@@ -237,47 +237,23 @@ extension DstackCommand {
 
         func run() async throws {
             let workspace = try global.workspace()
-            var record = try await workspace.run(run)
-            let cutoff = try cutoff()
-            if let job, !record.jobs.contains(where: { $0.workflow == job }) {
-                throw CoreError.notFound("run '\(run)' has no job '\(job)'\(didYouMean(job, record.jobs.map(\.workflow))); its jobs: \(record.jobs.map(\.workflow).joined(separator: ", "))")
-            }
-            let jobs = record.jobs.filter { job == nil || $0.workflow == job }.map(\.workflow)
+            let (jobs, events) = try await workspace.logs(run: run, jobs: job.map { [$0] }, since: try cutoff(), follow: follow)
             let prefixed = job == nil && jobs.count > 1
             let width = jobs.map(\.count).max() ?? 0
-            var offsets: [String: Int] = [:]
-            if let cutoff {
-                for job in record.jobs where jobs.contains(job.workflow) {
-                    let offset = try await workspace.logOffset(run: run, job: job, since: cutoff)
-                    offsets[job.workflow] = Int(clamping: offset)
-                }
-            }
             var partial: [String: String] = [:]
-            while true {
-                for wf in jobs {
-                    let data = try await workspace.store.readLog(run: run, workflow: wf)
-                    // A start past the end (everything older than --since): from the end, for what comes next.
-                    if let start = offsets[wf], start > data.count { offsets[wf] = data.count }
-                    let start = offsets[wf] ?? 0
-                    guard data.count > start else { continue }
-                    offsets[wf] = data.count
-                    let text = String(decoding: data[start...], as: UTF8.self)
-                    if !prefixed {
-                        FileHandle.standardOutput.write(Data(text.utf8))
+            for try await event in events {
+                switch event {
+                case .output(let wf, let data):
+                    guard prefixed else {
+                        FileHandle.standardOutput.write(data)
                         continue
                     }
+                    let text = String(decoding: data, as: UTF8.self)
                     var lines = ((partial[wf] ?? "") + text).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
                     partial[wf] = lines.removeLast()
                     for line in lines { Terminal.out("\(wf.padding(toLength: width, withPad: " ", startingAt: 0)) | \(line)") }
-                }
-                if !follow || record.status.isFinished { break }
-                try await Task.sleep(nanoseconds: 300_000_000)
-                let before = record.status
-                record = try await workspace.run(run)
-                if before.isFinished { break }
-                if workspace.coordinatorGone(record) {
+                case .coordinatorGone:
                     Terminal.info("the run's coordinator is gone; 'dstack attach \(run)' resumes it")
-                    break
                 }
             }
             for (wf, rest) in partial where !rest.isEmpty {

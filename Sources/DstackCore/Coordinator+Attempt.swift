@@ -122,7 +122,8 @@ extension Coordinator {
                 if exit.code == nil { return .lost(exit.summary) }
                 return .failed(exit, exit.summary)
             }
-            await setStatus(job.workflow, .uploading)
+            // A job with nothing to collect goes straight to done: one record write less per job.
+            if !job.artifacts.isEmpty { await setStatus(job.workflow, .uploading) }
             _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
                 try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
                                                paths: job.artifacts, from: directory)

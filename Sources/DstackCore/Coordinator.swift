@@ -178,6 +178,14 @@ public actor Coordinator {
         await writer.save(run, jobs: jobs, force: force)
     }
 
+    /// Hands the current state to the writer without waiting for the write (where nothing depends on it being
+    /// written yet: the writer keeps the order, and the next awaited save includes it).
+    func persistSoon() {
+        let jobs = dirtyJobs
+        dirtyJobs = []
+        writer.submit(run, jobs: jobs, force: false)
+    }
+
     /// True when some job is ready and waits only for a runner that is full or resting.
     private func waitingForRunners() -> Bool {
         !stopRequested && plan.jobs.contains { job in
@@ -189,7 +197,6 @@ public actor Coordinator {
     /// Starts every job whose dependencies are done, as slots allow; skips those that can never run.
     private func startReady(_ group: inout TaskGroup<AttemptResult>) async {
         var changed = true
-        var started = false
         while changed {
             changed = false
             for job in plan.jobs {
@@ -217,11 +224,10 @@ public actor Coordinator {
                 schedule.assign(info.name)
                 let attempt = (record(job.workflow)?.attempts.count ?? 0) + 1
                 update(job.workflow) { $0.status = .preparing; $0.runner = info.name }
-                started = true
                 group.addTask { await self.attempt(job, on: member, number: attempt, resuming: false) }
             }
         }
-        if started { await persist() }
+        // The records of the jobs started here are written by their attempts (`beginAttempt`), right after.
     }
 
     /// Picks up the jobs a previous coordinator left in flight: each goes back to its runner, where the same
@@ -277,7 +283,7 @@ public actor Coordinator {
         case .ended(let job, let member, let outcome, let released):
             await finish(job, on: member, outcome, released: released)
         }
-        await persist()
+        persistSoon()
     }
 
     /// An attempt that never reached its runner does not count.
@@ -404,7 +410,7 @@ public actor Coordinator {
         let first = record(job.workflow)?.status != .running
         update(job.workflow) { $0.status = .running; if $0.startedAt == nil || first { $0.startedAt = Date() } }
         if first { sink.emit(.started(workflow: job.workflow, runner: runner.name)) }
-        await persist()
+        persistSoon()
         if stopRequested { try? await runner.stop(jobId: job.id) }
     }
 

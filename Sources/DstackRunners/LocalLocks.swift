@@ -20,8 +20,16 @@ struct LocalLocks {
             .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
     }()
 
+    /// Serialises this process's own lock changes (jobs start and end on many threads at once); other processes
+    /// are kept apart by the atomic `mkdir` and rename, as on SSH runners.
+    private static let inProcess = NSLock()
+
     /// Takes a slot and `need` of `gpus` for `job`; nil when not enough is free now (nothing kept then).
     func acquire(job: String, slots: Int, gpus: [Int], need: Int, owner: String) throws -> SlotGrant? {
+        try Self.inProcess.withLock { try acquireLocked(job: job, slots: slots, gpus: gpus, need: need, owner: owner) }
+    }
+
+    private func acquireLocked(job: String, slots: Int, gpus: [Int], need: Int, owner: String) throws -> SlotGrant? {
         if mkdir(locks, 0o755) != 0 && errno != EEXIST {
             try FileManager.default.createDirectory(atPath: locks, withIntermediateDirectories: true)
         }
@@ -47,12 +55,16 @@ struct LocalLocks {
             for name in held { try? FileManager.default.removeItem(atPath: locks + "/" + name) }
             return nil
         }
-        try Data((held.joined(separator: " ") + "\n").utf8).write(to: URL(fileURLWithPath: locks + "/held-" + job))
+        try Self.writeFile(held.joined(separator: " ") + "\n", to: locks + "/held-" + job)
         return SlotGrant(slot: slot, gpus: got)
     }
 
     /// Releases what `acquire` took for `job`, only the locks that are still its own.
     func release(job: String) {
+        Self.inProcess.withLock { releaseLocked(job: job) }
+    }
+
+    private func releaseLocked(job: String) {
         guard let held = read(locks + "/held-" + job) else { return }
         for name in held.split(separator: " ") {
             let lock = locks + "/" + name
@@ -66,7 +78,7 @@ struct LocalLocks {
     private func take(_ name: String, job: String, owner: String) -> Bool {
         let lock = locks + "/" + name
         guard mkdir(lock, 0o755) == 0 else { return false }
-        try? Data("\(job) \(owner)\n".utf8).write(to: URL(fileURLWithPath: lock + "/owner"))
+        try? Self.writeFile("\(job) \(owner)\n", to: lock + "/owner")
         return true
     }
 
@@ -76,7 +88,14 @@ struct LocalLocks {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: locks) else { return }
         for name in names where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
             let lock = locks + "/" + name
-            guard let holder = read(lock + "/owner")?.split(separator: " ").first.map(String.init) else { continue }
+            guard let holder = read(lock + "/owner")?.split(separator: " ").first.map(String.init) else {
+                // No owner a minute after it was made: its taker died between the mkdir and writing the owner.
+                if let info = try? FileManager.default.attributesOfItem(atPath: lock),
+                   let made = info[.modificationDate] as? Date, Date().timeIntervalSince(made) > 60 {
+                    try? FileManager.default.removeItem(atPath: lock)
+                }
+                continue
+            }
             let job = base + "/jobs/" + holder
             var over = false
             if access(job + "/exit", F_OK) == 0 {
@@ -95,6 +114,23 @@ struct LocalLocks {
             } else if rename(tomb, lock) != 0 {
                 try? FileManager.default.removeItem(atPath: tomb)
             }
+        }
+    }
+
+    /// Writes `text` to `path` with plain write(2): Foundation's `Data.write` fsyncs each file, which cost a job
+    /// on the local runner more than its commands (these files say how far a job got; a crash of the machine
+    /// loses the job anyway).
+    static func writeFile(_ text: String, to path: String, mode: mode_t = 0o644) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
+        guard fd >= 0 else { throw RunnerError.unavailable(runner: "local", reason: "cannot write \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var bytes = Array(text.utf8)
+        var done = 0
+        while done < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw RunnerError.unavailable(runner: "local", reason: "cannot write \(path): \(String(cString: strerror(errno)))") }
+            done += n
         }
     }
 

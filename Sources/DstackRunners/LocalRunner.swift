@@ -127,7 +127,7 @@ public struct LocalRunner: Runner {
         if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("pid").path) {
             do {
                 try prepare(jobId: jobId, snapshot: request.snapshot)
-                try Data("\(request.attempt)\n".utf8).write(to: URL(fileURLWithPath: attemptFile))
+                try LocalLocks.writeFile("\(request.attempt)\n", to: attemptFile)
                 if let dependencies = request.dependencies { try await place(jobId: jobId, from: dependencies) }
                 var launch = request.launch
                 launch.gpus = grant.gpus
@@ -198,10 +198,10 @@ public struct LocalRunner: Runner {
 
     func launch(_ job: JobLaunch, engine: String?) throws {
         let dir = jobDirectory(job.jobId)
-        try Data(job.script.utf8).write(to: dir.appendingPathComponent("commands.sh"))
-        try Data(RunnerScript.wrapper.text.utf8).write(to: dir.appendingPathComponent("wrapper.sh"))
-        try Data(JobCommand.script(for: job, engine: engine).utf8).write(to: dir.appendingPathComponent("run.sh"))
-        try Data().write(to: dir.appendingPathComponent("log"))
+        try LocalLocks.writeFile(job.script, to: dir.path + "/commands.sh")
+        try LocalLocks.writeFile(RunnerScript.wrapper.text, to: dir.path + "/wrapper.sh")
+        try LocalLocks.writeFile(JobCommand.script(for: job, engine: engine), to: dir.path + "/run.sh")
+        try LocalLocks.writeFile("", to: dir.path + "/log")
         try SecretsFile.write(job.secretValues, into: dir)  // 0600, sourced and removed by wrapper.sh
         var environment = InheritedEnvironment.forJobs(ProcessInfo.processInfo.environment)  // issue 16: no credentials
         for (key, value) in job.environment { environment[key] = value }
@@ -218,6 +218,7 @@ public struct LocalRunner: Runner {
         let exitPath = dir.appendingPathComponent("exit").path
         var position = offset
         var delay: UInt64 = 1_000_000
+        var polls = 0
         while true {
             let exited = access(exitPath, F_OK) == 0
             let chunk = readFrom(logPath, offset: position)
@@ -234,7 +235,10 @@ public struct LocalRunner: Runner {
                 return nil
             }
             try await Task.sleep(nanoseconds: delay)
-            delay = min(delay * 2, 100_000_000)
+            // Every millisecond for the first 50: most jobs that end soon end within them (a no-op job takes a
+            // few ms), and a look costs a few system calls; then less and less often.
+            polls += 1
+            if polls > 50 { delay = min(delay * 2, 100_000_000) }
         }
     }
 

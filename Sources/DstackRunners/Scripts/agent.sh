@@ -41,7 +41,11 @@ dstack_acquire() {
     [ -d "$a_l" ] || continue
     a_holder="" a_pid=""
     { read -r a_holder _ < "$a_l/owner"; } 2>/dev/null
-    [ -n "$a_holder" ] || continue
+    if [ -z "$a_holder" ]; then
+      # No owner a minute after it was made: its taker died between the mkdir and writing the owner.
+      [ -n "$(find "$a_l" -maxdepth 0 -mmin +1 2>/dev/null)" ] && rm -rf "$a_l"
+      continue
+    fi
     a_jd="$a_base/jobs/$a_holder"
     a_over=""
     if [ -f "$a_jd/exit" ]; then
