@@ -88,3 +88,22 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// libFuzzer targets, one executable per parser (scripts/fuzz builds them with -sanitize=fuzzer,address into a
+// build folder of their own). They exist only when DSTACK_FUZZ is set, so that 'swift build' and 'swift test'
+// never compile them: an executable built without -sanitize=fuzzer would have no main function.
+if Context.environment["DSTACK_FUZZ"] != nil {
+    let fuzzers: [(name: String, dependencies: [Target.Dependency])] = [
+        ("FuzzWorkflows", ["DstackModel", "DstackYAML"]),
+        ("FuzzInventory", ["DstackModel", "DstackYAML"]),
+        ("FuzzSSHConfig", ["DstackModel"]),
+        ("FuzzKnownHosts", ["DstackSSH"]),
+        ("FuzzManifest", ["DstackModel"]),
+    ]
+    for fuzzer in fuzzers {
+        package.targets.append(.executableTarget(
+            name: fuzzer.name, dependencies: fuzzer.dependencies, path: "Fuzz/\(fuzzer.name)",
+            swiftSettings: [.unsafeFlags(["-parse-as-library"])]))
+        package.products.append(.executable(name: fuzzer.name, targets: [fuzzer.name]))
+    }
+}

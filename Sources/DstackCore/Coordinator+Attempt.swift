@@ -158,7 +158,7 @@ extension Coordinator {
         let staging = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-stage-\(job.id)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
         do {
-            for manifest in manifests { try await store.downloadArtifacts(manifest, into: staging) }
+            try await store.downloadArtifacts(manifests, into: staging)  // issue 16: checked together, links never followed
         } catch {
             try? FileManager.default.removeItem(at: staging)
             throw error

@@ -26,6 +26,13 @@ public enum Snapshotter {
             entries = walk(root, ignore: IgnoreRules.load(root))
         }
         entries.sort { $0.path < $1.path }
+        // File names travel to runners in line-based scripts: refuse the ones they cannot carry, naming them all.
+        let refused = entries.compactMap { entry in FileNames.problem(entry.path).map { (entry.path, $0) } }
+        if !refused.isEmpty {
+            throw ConfigError([], messages: refused.prefix(10).map { path, problem in
+                "file name '\(FileNames.escaped(path))' holds \(problem); file names travel to runners as lines of text, so dstack cannot send it: rename the file, or leave it out of the snapshot (.gitignore, or .dstackignore without git)"
+            })
+        }
         var files: [SnapshotFile] = []
         files.reserveCapacity(entries.count)
         let base = root.path.hasSuffix("/") ? root.path : root.path + "/"

@@ -119,10 +119,12 @@ extension Workspace {
 
     /// Downloads every artifact of the run into `directory`, keeping paths and modes; returns what it placed.
     public func downloadArtifacts(of run: RunRecord, into directory: URL) async throws -> [ArtifactEntry] {
+        // Every manifest at once: a link placed by one must not carry another's files out of `directory`.
+        var manifests: [ArtifactManifest] = []
         for job in run.jobs where job.status.isSuccess || job.artifactsKey != nil {
-            guard let manifest = try await store.manifest(job.artifactsKey ?? job.cacheKey) else { continue }
-            try await store.downloadArtifacts(manifest, into: directory)
+            if let manifest = try await store.manifest(job.artifactsKey ?? job.cacheKey) { manifests.append(manifest) }
         }
+        try await store.downloadArtifacts(manifests, into: directory)
         return try await artifacts(of: run)
     }
 

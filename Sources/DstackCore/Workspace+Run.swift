@@ -82,17 +82,18 @@ extension Workspace {
         return plan
     }
 
-    /// Probes every runner at once; an unreachable one never holds up the others past its connect timeout.
+    /// How many runners are probed at once: each holds a socket and a session thread while it connects.
+    static let probeConcurrency = 128
+
+    /// Probes the runners, `probeConcurrency` at a time; an unreachable one never holds up the others past its
+    /// connect timeout.
     public func probePool() async -> [(runner: any Runner, result: Result<RunnerInfo, any Error>)] {
         // Each child hands back a reference: with the Result itself as the child's value (a tuple of an index
         // and Result<RunnerInfo, any Error>), Swift 6.3.1 release builds read garbage and trapped.
         let outcomes = runners.map { _ in LockedValue<Result<RunnerInfo, any Error>>(.failure(CoreError.infrastructure("not probed"))) }
-        await withTaskGroup(of: Void.self) { group in
-            for (runner, outcome) in zip(runners, outcomes) {
-                group.addTask {
-                    do { outcome.set(.success(try await runner.probe())) } catch { outcome.set(.failure(error)) }
-                }
-            }
+        let runners = self.runners
+        await BoundedConcurrency.forEach(count: runners.count, limit: Self.probeConcurrency) { index in
+            do { outcomes[index].set(.success(try await runners[index].probe())) } catch { outcomes[index].set(.failure(error)) }
         }
         return zip(runners, outcomes).map { ($0, $1.get()) }
     }
@@ -210,18 +211,24 @@ extension Workspace {
     }
 
     /// Makes this process the run's only coordinator: two `attach` at once, one wins and the other is told who
-    /// holds the run. A lease whose holder is dead (its process is gone, or its heartbeat is 30 s old) is taken over.
+    /// holds the run. A lease whose holder is dead (its process is gone, or its heartbeat is 30 s old) is taken over,
+    /// by one process only however many find it dead at once (`RunStore.takeOverLease`).
     func takeLease(_ record: RunRecord) async throws {
         let me = CoordinatorInfo(host: ProcessInfo.processInfo.hostName, pid: getpid(), heartbeatAt: Date())
         for _ in 0..<3 {
-            guard let holder = try await store.takeLease(record.name, me) else { return }
-            let current = try await store.loadRun(record.name) ?? record
-            var probe = current
-            probe.coordinator = current.coordinator?.pid == holder.pid ? current.coordinator : holder
-            guard coordinatorGone(probe) else {
-                throw CoreError.invalid("run '\(record.name)' is coordinated by pid \(holder.pid) on \(holder.host); follow it with 'dstack logs -f \(record.name)'")
+            if try await store.takeLease(record.name, me) { return }
+            // Read what is stored now, bytes and all: a takeover replaces exactly this lease or nothing.
+            guard let lease = try await store.lease(record.name) else { continue }
+            if let holder = lease.holder {
+                let current = try await store.loadRun(record.name) ?? record
+                var probe = current
+                probe.coordinator = current.coordinator?.pid == holder.pid ? current.coordinator : holder
+                guard coordinatorGone(probe) else {
+                    throw CoreError.invalid("run '\(record.name)' is coordinated by pid \(holder.pid) on \(holder.host); follow it with 'dstack logs -f \(record.name)'")
+                }
             }
-            try await store.dropLease(record.name)
+            if try await store.takeOverLease(record.name, from: lease, me) { return }
+            // Another process took it over first; it is alive, which the next look shows.
         }
         throw CoreError.infrastructure("cannot take the coordinator lease of run '\(record.name)'; try again")
     }

@@ -59,6 +59,7 @@ public struct Workspace: Sendable {
             ?? URL(fileURLWithPath: home).appendingPathComponent(".dstack/runner")
         let local = LocalRunner(baseDirectory: runnerDir, maxJobs: maxJobs ?? ProcessInfo.processInfo.activeProcessorCount)
         let ssh = try RunnerInventory.load(options, root: root, home: home, localObjects: local.objects)
+        if let ssh, ssh.count > 64 { OpenFileLimit.raise() }  // a socket per runner
         return Workspace(root: root, config: config, projectName: projectName,
                          store: RunStore(storage: storage, project: projectName), localRunner: local,
                          runners: ssh ?? [local], environment: options.environment)

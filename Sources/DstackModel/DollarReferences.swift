@@ -105,14 +105,14 @@ extension Template {
         switch context.current {
         case .command, .arithmetic, .double: return true
         case .heredoc(let h): return h.expands
-        case .single, .comment: return false
+        case .single, .ansiC, .comment: return false
         case .backtick(let inner, _): return !context.backtickBackslash && expandsDollar(inner)
         }
     }
 
     /// Substitutes every reference into a shell command like `renderShell(_:)`; `variables_as_args` becomes
     /// `--name value` for each of `arguments`, each value quoted for where it lands.
-    public func renderShell(_ values: [String: String], arguments: [(name: String, value: String)]) -> String {
+    public func renderShell(_ values: [String: String], arguments: [(name: String, value: String)]) throws(TemplateError) -> String {
         var out = ""
         var context = ShellContext()
         func write(_ text: String) {
@@ -123,15 +123,17 @@ extension Template {
             switch part {
             case .text(let text):
                 write(text)
-            case .variable(Self.argumentsVariable, _):
+            case .variable(Self.argumentsVariable, let offset):
                 for (index, pair) in arguments.enumerated() {
                     // Names hold only letters, digits, '_' and '-': safe as written in every context.
                     write((index == 0 ? "" : " ") + "--" + pair.name + " ")
-                    write(context.insertion(for: pair.value))
+                    guard let text = context.insertion(for: pair.value) else { throw Self.ambiguousPlacement(Self.argumentsVariable, offset) }
+                    write(text)
                 }
-            case .variable(let name, _):
+            case .variable(let name, let offset):
                 guard let value = values[name] else { write("${{ \(name) }}"); continue }
-                write(context.insertion(for: value))
+                guard let text = context.insertion(for: value) else { throw Self.ambiguousPlacement(name, offset) }
+                write(text)
             }
         }
         return out

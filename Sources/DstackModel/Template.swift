@@ -85,7 +85,9 @@ public struct Template: Sendable, Hashable {
     /// value exactly, it is changed rather than run: in arithmetic anything but a whole number becomes a syntax
     /// error, in a comment newlines become spaces, and in a quoted here-document a line equal to the
     /// delimiter gets a leading space.
-    public func renderShell(_ values: [String: String]) -> String {
+    /// A reference after a `\'` inside bash's `$'...'` is refused: bash and dash read the rest of the line
+    /// differently there, so no quoting is safe in both.
+    public func renderShell(_ values: [String: String]) throws(TemplateError) -> String {
         var out = ""
         var context = ShellContext()
         func write(_ text: String) {
@@ -96,12 +98,20 @@ public struct Template: Sendable, Hashable {
             switch part {
             case .text(let text):
                 write(text)
-            case .variable(let name, _):
+            case .variable(let name, let offset):
                 guard let value = values[name] else { write("${{ \(name) }}"); continue }
-                write(context.insertion(for: value))
+                guard let text = context.insertion(for: value) else { throw Self.ambiguousPlacement(name, offset) }
+                write(text)
             }
         }
         return out
+    }
+}
+
+extension Template {
+    /// The error for a reference after a `\'` inside `$'...'`, where bash and dash read the rest differently.
+    static func ambiguousPlacement(_ name: String, _ offset: Int) -> TemplateError {
+        TemplateError(message: "'${{ \(name) }}' follows a \\' inside $'...', which bash reads as an escaped quote and dash as the end of the string, so no quoting keeps the value data in both; write that string in \"...\" instead", offset: offset)
     }
 }
 

@@ -203,7 +203,7 @@ public struct LocalRunner: Runner {
         try LocalLocks.writeFile(JobCommand.script(for: job, engine: engine), to: dir.path + "/run.sh")
         try LocalLocks.writeFile("", to: dir.path + "/log")
         try SecretsFile.write(job.secretValues, into: dir)  // 0600, sourced and removed by wrapper.sh
-        var environment = ProcessInfo.processInfo.environment
+        var environment = InheritedEnvironment.forJobs(ProcessInfo.processInfo.environment)  // issue 16: no credentials
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text; values through the environment.
         _ = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("wrapper.sh").path, dir.path, job.workingDir,

@@ -271,7 +271,14 @@ public final class SSHRunner: Runner, Sendable {
                 ops += "+ \(file.hash) \(mode) \(file.path)\n"
             }
             // Removals first: a file may have become a directory.
-            ops = old.keys.filter { !current.contains($0) }.map { "- \($0)\n" }.joined() + ops
+            let removed = old.keys.filter { !current.contains($0) }
+            if removed.allSatisfy(FileNames.isRemovableByLine) {
+                ops = removed.map { "- \($0)\n" }.joined() + ops
+            } else {
+                // Issue 16: a name a `- path` line cannot carry (`.. x` reads as `..`) is never removed by name.
+                base = ""
+                ops = Self.manifest(snapshot.files).split(separator: "\n").map { "+ \($0)\n" }.joined()
+            }
         } else if let local = config.localObjects,
                   snapshot.files.allSatisfy({ access(local.path + "/" + $0.hash, F_OK) == 0 }) {
             try await buildTreeFromTar(snapshot, objects: local.path)

@@ -24,9 +24,7 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
         self.input = input
         self.output = output
         buffer = .allocate(byteCount: bufferSize, alignment: 16)
-        let text = label ?? command
-        let shown = text.count > 80 ? text.prefix(77) + "..." : text
-        super.init(label: "remote command '\(shown)'", idleTimeout: idleTimeout, completion: completion)
+        super.init(label: "remote command '\(summarized(label ?? command))'", idleTimeout: idleTimeout, completion: completion)
     }
 
     deinit { buffer.deallocate() }

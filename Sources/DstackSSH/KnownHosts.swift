@@ -1,9 +1,15 @@
 import Crypto
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
-/// The parsed contents of an OpenSSH known_hosts file: plain, hashed and `[host]:port` entries.
+/// The parsed contents of OpenSSH known_hosts files (the user's, then the system's): plain, hashed and
+/// `[host]:port` entries, `@revoked` and `@cert-authority` lines. Host keys are checked the way OpenSSH does.
 struct KnownHosts: Sendable {
-    /// One key line of the file.
+    /// One key line of a file.
     struct Entry: Sendable, Equatable {
         /// A marker before the host field.
         enum Marker: Sendable, Equatable { case none, revoked, certAuthority }
@@ -17,11 +23,15 @@ struct KnownHosts: Sendable {
         var hosts: Hosts
         var keyType: String
         var key: [UInt8]
-        /// The 1-based line number in the file.
+        /// The 1-based line number in its file.
         var line: Int
+        /// The file it is in.
+        var file: String = ""
 
-        /// Whether this entry names `name` (already in lookup form: `host` or `[host]:port`).
+        /// Whether this entry names `name` (already in lookup form: `host` or `[host]:port`). Host names compare
+        /// without regard to case, hashed ones too: OpenSSH hashes the lowercased name.
         func matches(_ name: String) -> Bool {
+            let name = name.lowercased()
             switch hosts {
             case let .hashed(salt, hash):
                 let mac = HMAC<Insecure.SHA1>.authenticationCode(for: Array(name.utf8), using: SymmetricKey(data: salt))
@@ -30,8 +40,8 @@ struct KnownHosts: Sendable {
                 var positive = false
                 for pattern in patterns {
                     if pattern.hasPrefix("!") {
-                        if wildcardMatch(String(pattern.dropFirst()).lowercased(), name.lowercased()) { return false }
-                    } else if wildcardMatch(pattern.lowercased(), name.lowercased()) {
+                        if wildcardMatch(String(pattern.dropFirst()).lowercased(), name) { return false }
+                    } else if wildcardMatch(pattern.lowercased(), name) {
                         positive = true
                     }
                 }
@@ -40,45 +50,68 @@ struct KnownHosts: Sendable {
         }
     }
 
-    /// The result of checking a server's key.
+    /// The result of checking a server's key; each names the file and line that decided it.
     enum Verdict: Sendable, Equatable {
-        /// An entry at `line` holds exactly this key.
-        case known(line: Int)
-        /// The host has an entry of the same key type at `line` with a different key.
-        case changed(line: Int)
-        /// The key is marked @revoked at `line`.
-        case revoked(line: Int)
-        /// No entry for this host and key type.
+        /// An entry holds exactly this key.
+        case known(file: String, line: Int)
+        /// The host has entries, and none holds this key: of the same type, or only of other types (a server
+        /// that offers only a type nobody recorded for it is treated as a changed key, never as a new one).
+        case changed(file: String, line: Int)
+        /// The key is marked @revoked.
+        case revoked(file: String, line: Int)
+        /// No key is recorded for the host, but a `@cert-authority` line covers it: host certificates are what
+        /// that line trusts, and libssh2 1.10 cannot check them.
+        case certificateAuthority(file: String, line: Int)
+        /// No entry for this host.
         case unknown
     }
 
-    /// The file these entries came from, for messages.
+    /// The file new keys are recorded in (the user's), for messages.
     let path: String
-    /// The key lines, in file order; comments, blank and malformed lines are left out.
+    /// The key lines of every file, in order; comments, blank and malformed lines are left out.
     let entries: [Entry]
 
     /// Parses known_hosts text; lines that do not parse are skipped, as OpenSSH does.
     init(contents: String, path: String) {
-        self.path = path
+        self.init(files: [(path, contents)])
+    }
+
+    /// Parses several files' text; the first is the one new keys are recorded in.
+    init(files: [(path: String, contents: String)]) {
+        path = files.first?.path ?? ""
         var entries: [Entry] = []
-        var lineNumber = 0
-        for rawLine in contents.split(separator: "\n", omittingEmptySubsequences: false) {
-            lineNumber += 1
-            if let entry = Self.parse(line: rawLine, number: lineNumber) { entries.append(entry) }
+        for (file, contents) in files {
+            var lineNumber = 0
+            for rawLine in contents.split(separator: "\n", omittingEmptySubsequences: false) {
+                lineNumber += 1
+                if var entry = Self.parse(line: rawLine, number: lineNumber) {
+                    entry.file = file
+                    entries.append(entry)
+                }
+            }
         }
         self.entries = entries
     }
 
-    /// Reads a known_hosts file; a missing file is an empty one.
-    static func load(path: String) throws(SSHError) -> KnownHosts {
-        let expanded = expandTilde(path)
-        guard FileManager.default.fileExists(atPath: expanded) else { return KnownHosts(contents: "", path: expanded) }
-        do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: expanded))
-            return KnownHosts(contents: String(decoding: data, as: UTF8.self), path: expanded)
-        } catch {
-            throw .localIO(path: expanded, reason: "cannot read known_hosts: \(error.localizedDescription)")
+    /// The system-wide file OpenSSH reads after the user's.
+    static let systemFile = "/etc/ssh/ssh_known_hosts"
+
+    /// Reads the user's known_hosts file and then `systemFiles`; a missing file is an empty one.
+    static func load(path: String, systemFiles: [String] = [systemFile]) throws(SSHError) -> KnownHosts {
+        var files: [(String, String)] = []
+        for file in [expandTilde(path)] + systemFiles.map(expandTilde) {
+            guard FileManager.default.fileExists(atPath: file) else {
+                files.append((file, ""))
+                continue
+            }
+            do {
+                let data = try Data(contentsOf: URL(fileURLWithPath: file))
+                files.append((file, String(decoding: data, as: UTF8.self)))
+            } catch {
+                throw .localIO(path: file, reason: "cannot read known_hosts: \(error.localizedDescription)")
+            }
         }
+        return KnownHosts(files: files)
     }
 
     /// The name OpenSSH looks up: `host` for port 22, `[host]:port` otherwise.
@@ -86,7 +119,7 @@ struct KnownHosts: Sendable {
         port == 22 ? host : "[\(host)]:\(port)"
     }
 
-    /// The entries that name `host` on `port`, in file order.
+    /// The host-key entries (plain and @revoked) that name `host` on `port`, in file order.
     func entries(host: String, port: Int) -> [Entry] {
         let name = Self.lookupName(host: host, port: port)
         return entries.filter { $0.marker != .certAuthority && $0.matches(name) }
@@ -101,56 +134,84 @@ struct KnownHosts: Sendable {
         return seen
     }
 
-    /// Checks the server's key (type and blob) the way OpenSSH does: a revoked mark wins, then any exact match.
+    /// Checks the server's key (type and blob) the way OpenSSH does: a revoked mark wins, then any exact match;
+    /// any other key recorded for the host, of whatever type, makes it a changed key.
     func verdict(host: String, port: Int, keyType: String, key: [UInt8]) -> Verdict {
         let candidates = entries(host: host, port: port)
         if let revoked = candidates.first(where: { $0.marker == .revoked && $0.key == key }) {
-            return .revoked(line: revoked.line)
+            return .revoked(file: revoked.file, line: revoked.line)
         }
         let plain = candidates.filter { $0.marker == .none }
         if let match = plain.first(where: { $0.keyType == keyType && $0.key == key }) {
-            return .known(line: match.line)
+            return .known(file: match.file, line: match.line)
         }
-        if let other = plain.first(where: { $0.keyType == keyType }) {
-            return .changed(line: other.line)
+        if let other = plain.first(where: { $0.keyType == keyType }) ?? plain.first {
+            return .changed(file: other.file, line: other.line)
+        }
+        let name = Self.lookupName(host: host, port: port)
+        if let authority = entries.first(where: { $0.marker == .certAuthority && $0.matches(name) }) {
+            return .certificateAuthority(file: authority.file, line: authority.line)
         }
         return .unknown
     }
 
-    /// The line to append for a newly accepted key, without a newline.
+    /// The line to append for a newly accepted key, without a newline (the host name lowercased, as OpenSSH
+    /// writes it).
     static func line(host: String, port: Int, keyType: String, key: [UInt8]) -> String {
-        "\(lookupName(host: host, port: port)) \(keyType) \(Data(key).base64EncodedString())"
+        "\(lookupName(host: host.lowercased(), port: port)) \(keyType) \(Data(key).base64EncodedString())"
     }
 
-    /// Appends a plain entry for `host` to the file at `path`, creating it (mode 600, folder 700) if needed.
-    static func append(host: String, port: Int, keyType: String, key: [UInt8], to path: String) throws(SSHError) {
+    /// Records a newly accepted key for `host` at the end of the file at `path`, creating it (mode 600, folder
+    /// 700) if needed, and returns the verdict that then holds.
+    ///
+    /// Two coordinators may accept keys at once, and the user's `ssh` may be writing too: the file is locked
+    /// (`flock`) and read again under the lock, so a key another process recorded meanwhile is seen (the same key:
+    /// nothing is written; another key: `.changed`), and the line goes in with one `O_APPEND` write.
+    @discardableResult
+    static func append(host: String, port: Int, keyType: String, key: [UInt8], to path: String) throws(SSHError) -> Verdict {
         let expanded = expandTilde(path)
         let directory = (expanded as NSString).deletingLastPathComponent
-        do {
-            if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+        if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
+            do {
                 try FileManager.default.createDirectory(
                     atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw .knownHostsNotWritable(path: expanded, reason: error.localizedDescription)
             }
-            if !FileManager.default.fileExists(atPath: expanded) {
-                guard FileManager.default.createFile(atPath: expanded, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-                    throw SSHError.knownHostsNotWritable(path: expanded, reason: "cannot create the file")
-                }
-            }
-            let handle = try FileHandle(forUpdating: URL(fileURLWithPath: expanded))
-            defer { try? handle.close() }
-            let end = try handle.seekToEnd()
-            var text = line(host: host, port: port, keyType: keyType, key: key) + "\n"
-            if end > 0 {
-                try handle.seek(toOffset: end - 1)
-                if let last = try handle.read(upToCount: 1), last != Data("\n".utf8) { text = "\n" + text }
-                try handle.seekToEnd()
-            }
-            try handle.write(contentsOf: Data(text.utf8))
-        } catch let error as SSHError {
-            throw error
-        } catch {
-            throw .knownHostsNotWritable(path: expanded, reason: error.localizedDescription)
         }
+        let fd = open(expanded, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw .knownHostsNotWritable(path: expanded, reason: errnoDescription(errno)) }
+        defer { close(fd) }
+        while flock(fd, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw .knownHostsNotWritable(path: expanded, reason: "cannot lock it: \(errnoDescription(errno))") }
+        }
+        defer { flock(fd, LOCK_UN) }
+        var current = [UInt8]()
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var offset: off_t = 0
+        while true {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw .knownHostsNotWritable(path: expanded, reason: errnoDescription(errno))
+            }
+            if n == 0 { break }
+            current += buffer[0..<n]
+            offset += off_t(n)
+        }
+        let existing = KnownHosts(contents: String(decoding: current, as: UTF8.self), path: expanded)
+        let verdict = existing.verdict(host: host, port: port, keyType: keyType, key: key)
+        if verdict != .unknown { return verdict }
+        var text = line(host: host, port: port, keyType: keyType, key: key) + "\n"
+        if let last = current.last, last != UInt8(ascii: "\n") { text = "\n" + text }
+        let bytes = Array(text.utf8)
+        let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == bytes.count else {
+            throw .knownHostsNotWritable(path: expanded, reason: written < 0 ? errnoDescription(errno) : "a short write")
+        }
+        // The new line is the last one: its number is the count of newlines once it is written.
+        let lineNumber = (current + bytes).filter { $0 == UInt8(ascii: "\n") }.count
+        return .known(file: expanded, line: lineNumber)
     }
 
     /// Parses one line; nil for comments, blank lines and lines that are not key entries.

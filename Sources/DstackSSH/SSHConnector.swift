@@ -18,7 +18,7 @@ struct SSHConnector {
         try LibSSH2.initialize()
         let start = ContinuousClock.now
         let deadline = start + options.connectTimeout
-        let knownHosts = try KnownHosts.load(path: options.knownHostsFile)
+        let knownHosts = try KnownHosts.load(path: options.knownHostsFile, systemFiles: options.systemKnownHostsFiles)
         let socket = try TCPSocket.connect(
             host: options.host, port: options.port, deadline: deadline, timeout: options.connectTimeout)
         guard let session = libssh2_session_init_ex(nil, nil, nil, UnsafeMutableRawPointer(loop.received)) else {
@@ -81,23 +81,31 @@ struct SSHConnector {
         let keyType = HostKey.type(of: blob) ?? "unknown"
         let fingerprint = HostKey.fingerprint(blob)
         let name = options.hostKeyName
-        switch knownHosts.verdict(host: options.host, port: options.port, keyType: keyType, key: blob) {
-        case .known:
-            return fingerprint
-        case let .revoked(line):
-            throw .hostKeyRevoked(host: name, fingerprint: fingerprint, knownHostsFile: knownHosts.path, line: line)
-        case let .changed(line):
-            logger.error("ssh \(name): host key changed, see \(knownHosts.path):\(line)")
-            throw .hostKeyChanged(
-                host: name, keyType: keyType, fingerprint: fingerprint, knownHostsFile: knownHosts.path, line: line)
-        case .unknown:
-            guard options.acceptNewHostKeys else {
-                throw .unknownHostKey(host: name, keyType: keyType, fingerprint: fingerprint, knownHostsFile: knownHosts.path)
+        func check(_ verdict: KnownHosts.Verdict) throws(SSHError) -> Bool {
+            switch verdict {
+            case .known:
+                return true
+            case let .revoked(file, line):
+                throw .hostKeyRevoked(host: name, fingerprint: fingerprint, knownHostsFile: file, line: line)
+            case let .changed(file, line):
+                logger.error("ssh \(name): host key changed, see \(file):\(line)")
+                throw .hostKeyChanged(host: name, keyType: keyType, fingerprint: fingerprint, knownHostsFile: file, line: line)
+            case let .certificateAuthority(file, line):
+                throw .hostCertificateAuthority(host: name, knownHostsFile: file, line: line)
+            case .unknown:
+                return false
             }
-            try KnownHosts.append(host: options.host, port: options.port, keyType: keyType, key: blob, to: knownHosts.path)
-            logger.notice("ssh \(name): recorded new \(keyType) host key \(fingerprint) in \(knownHosts.path)")
+        }
+        if try check(knownHosts.verdict(host: options.host, port: options.port, keyType: keyType, key: blob)) {
             return fingerprint
         }
+        guard options.acceptNewHostKeys else {
+            throw .unknownHostKey(host: name, keyType: keyType, fingerprint: fingerprint, knownHostsFile: knownHosts.path)
+        }
+        // Read again under the file's lock: another process may have recorded a key for this host meanwhile.
+        _ = try check(KnownHosts.append(host: options.host, port: options.port, keyType: keyType, key: blob, to: knownHosts.path))
+        logger.notice("ssh \(name): recorded new \(keyType) host key \(fingerprint) in \(knownHosts.path)")
+        return fingerprint
     }
 
     /// Tries the agent's keys, then each identity file; throws with everything that was tried.

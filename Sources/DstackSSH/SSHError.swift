@@ -12,6 +12,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
     case hostKeyChanged(host: String, keyType: String, fingerprint: String, knownHostsFile: String, line: Int)
     /// The server's host key is marked @revoked in known_hosts.
     case hostKeyRevoked(host: String, fingerprint: String, knownHostsFile: String, line: Int)
+    /// known_hosts trusts a certificate authority for the host and records no key of its own.
+    case hostCertificateAuthority(host: String, knownHostsFile: String, line: Int)
     /// A new host key could not be recorded in known_hosts.
     case knownHostsNotWritable(path: String, reason: String)
     /// An identity file is encrypted and no passphrase was supplied.
@@ -50,6 +52,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "warning: remote host identification has changed for '\(host)'! the server offers \(keyType) key \(fingerprint), but \(file):\(line) records a different key; someone could be eavesdropping on you right now (man-in-the-middle attack), or the host was reinstalled. refusing to connect. if you know why the key changed, delete line \(line) of \(file) and connect again with --accept-new-host-keys"
         case let .hostKeyRevoked(host, fingerprint, file, line):
             return "the host key \(fingerprint) offered by '\(host)' is marked @revoked at \(file):\(line); refusing to connect"
+        case let .hostCertificateAuthority(host, file, line):
+            return "\(file):\(line) trusts a certificate authority for '\(host)', but dstack's SSH library (libssh2 1.10) cannot check host certificates, so it cannot trust that host by it; refusing to connect. add the host's own key to your known_hosts once you have checked its fingerprint (ssh-keyscan \(host.hasPrefix("[") ? "-p PORT HOST" : host) | ssh-keygen -lf - shows it)"
         case let .knownHostsNotWritable(path, reason):
             return "cannot record the new host key in \(path): \(reason)"
         case let .passphraseRequired(file):
@@ -71,7 +75,7 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "the ssh operation was cancelled"
         case let .commandFailed(command, status, stderr):
             let tail = stderr.split(separator: "\n").suffix(5).joined(separator: "\n")
-            return "remote command '\(command)' \(status)" + (tail.isEmpty ? "" : ":\n\(tail)")
+            return "remote command '\(summarized(command))' \(status)" + (tail.isEmpty ? "" : ":\n\(tail)")
         case let .remoteFile(path, reason):
             return "remote file \(path): \(reason)"
         case let .localIO(path, reason):

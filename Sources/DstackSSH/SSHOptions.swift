@@ -16,6 +16,8 @@ public struct SSHOptions: Sendable {
     public var agentSocket: String?
     /// The known_hosts file that host keys are checked against.
     public var knownHostsFile: String
+    /// Known-hosts files read after `knownHostsFile`, never written (OpenSSH's `GlobalKnownHostsFile`).
+    public var systemKnownHostsFiles: [String] = ["/etc/ssh/ssh_known_hosts"]
     /// Whether an unknown host key is accepted and recorded in `knownHostsFile` (a changed key never is).
     public var acceptNewHostKeys: Bool
     /// The longest time that the TCP connection, handshake and authentication may take together.

@@ -129,7 +129,7 @@ public final class SSHSession: Sendable {
         _ command: String, input: ChannelInput, output: ChannelOutput, bufferSize: Int, idleTimeout: Duration??
     ) async throws -> ExecResult {
         let timeout = idleTimeout ?? options.idleTimeout
-        logger.debug("ssh \(options.hostKeyName): exec \(command)")
+        logger.debug("ssh \(options.hostKeyName): exec \(summarized(command))")
         let line = Self.portableLine(for: command, input: input)
         return try await submit { completion in
             ExecOperation(

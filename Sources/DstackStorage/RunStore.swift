@@ -1,3 +1,4 @@
+import Crypto
 import DstackModel
 import Foundation
 
@@ -87,14 +88,39 @@ public struct RunStore: Sendable {
         try await storage.deleteAll(prefix: key("runs", name) + "/")
     }
 
-    /// Takes the run's coordinator lease atomically; returns nil on success, or the current holder's info.
-    public func takeLease(_ run: String, _ holder: CoordinatorInfo) async throws -> CoordinatorInfo? {
-        if try await storage.create(key("runs", run, "lease"), data: encode(holder)) { return nil }
-        guard let data = try await storage.read(key("runs", run, "lease")) else { return try await takeLease(run, holder) }
-        return try? RecordCoding.decoder().decode(CoordinatorInfo.self, from: data)
+    /// Takes the run's coordinator lease atomically; false when a lease is already stored (see `lease(_:)`).
+    public func takeLease(_ run: String, _ holder: CoordinatorInfo) async throws -> Bool {
+        try await storage.create(key("runs", run, "lease"), data: encode(holder))
     }
 
-    /// Gives the lease up (or removes a dead holder's, before taking it).
+    /// A run's coordinator lease as stored: its holder (nil when the record cannot be read) and its exact bytes.
+    public struct Lease: Sendable {
+        /// Who holds it, when the record can be read.
+        public var holder: CoordinatorInfo?
+        /// The stored bytes, which identify this lease among all the run will ever have.
+        public var raw: Data
+    }
+
+    /// The run's lease as stored now, or nil when nobody holds it.
+    public func lease(_ run: String) async throws -> Lease? {
+        guard let data = try await storage.read(key("runs", run, "lease")) else { return nil }
+        return Lease(holder: try? RecordCoding.decoder().decode(CoordinatorInfo.self, from: data), raw: data)
+    }
+
+    /// Takes over `dead`, a lease whose holder was found gone; true when this process now holds the run.
+    ///
+    /// Two `attach` that both find the same dead holder must not both take the run: each first creates a claim
+    /// named after the dead lease's bytes, atomically (`link(2)` on a directory, `If-None-Match` on a bucket), and
+    /// only the one whose claim was created replaces the lease. Nothing is ever moved aside and put back, so a
+    /// live holder's lease never disappears, even for a moment. Claims stay with the run until it is deleted.
+    public func takeOverLease(_ run: String, from dead: Lease, _ holder: CoordinatorInfo) async throws -> Bool {
+        let digest = SHA256.hash(data: dead.raw).prefix(12).map { String(format: "%02x", $0) }.joined()
+        guard try await storage.create(key("runs", run, "lease-takeover-" + digest), data: encode(holder)) else { return false }
+        try await storage.write(key("runs", run, "lease"), data: encode(holder))
+        return true
+    }
+
+    /// Gives the lease up (its holder does, once the run is coordinated).
     public func dropLease(_ run: String) async throws {
         try await storage.delete(key("runs", run, "lease"))
     }

@@ -14,6 +14,10 @@ public enum YAMLReader {
 
 /// Owns one `yaml_parser_t` for the lifetime of one parse.
 private final class Parser {
+    /// The deepest nesting of lists and mappings read; deeper is an error, not a stack overflow (a file nested
+    /// 300,000 levels deep crashed the reader, which recurses once per level). dstack's own files need about six.
+    static let maximumDepth = 256
+
     private var parser = yaml_parser_t()
     private let source: SourceFile
     /// The UTF-8 text, owned here because libyaml keeps a pointer to it for the whole parse.
@@ -59,7 +63,7 @@ private final class Parser {
             case YAML_STREAM_END_EVENT:
                 break loop
             default:
-                root = try node(from: &event)
+                root = try node(from: &event, depth: 1)
             }
         }
         return root
@@ -77,12 +81,19 @@ private final class Parser {
         Mark(line: Int(m.line) + 1, column: Int(m.column) + 1)
     }
 
-    private func node(from event: inout yaml_event_t) throws(Diagnostic) -> Node {
+    private func node(from event: inout yaml_event_t, depth: Int) throws(Diagnostic) -> Node {
         let start = mark(event.start_mark)
+        if depth > Self.maximumDepth {
+            throw Diagnostic(source, start, "lists and mappings are nested more than \(Self.maximumDepth) levels deep here; no dstack file needs that many, so look for a long run of '[', '{' or '- '")
+        }
         switch event.type {
         case YAML_SCALAR_EVENT:
             let s = event.data.scalar
             let text = string(s.value, count: s.length)
+            if text.utf8.contains(0) {
+                // Only an escape (\0, \x00, \u0000) can put one there: libyaml refuses the byte itself.
+                throw Diagnostic(source, start, "this value holds a NUL character (written \\0, \\x00 or \\u0000); no command, file name or environment variable can carry one, so remove it")
+            }
             let plain = s.style == YAML_PLAIN_SCALAR_STYLE
             let node = Node(.scalar(text, isPlain: plain), at: start)
             remember(s.anchor, node)
@@ -102,7 +113,7 @@ private final class Parser {
                 var child = try next()
                 defer { yaml_event_delete(&child) }
                 if child.type == YAML_SEQUENCE_END_EVENT { break }
-                items.append(try node(from: &child))
+                items.append(try node(from: &child, depth: depth + 1))
             }
             if flow { openFlows.removeLast() }
             let node = Node(.sequence(items), at: start)
@@ -117,10 +128,10 @@ private final class Parser {
                 var keyEvent = try next()
                 defer { yaml_event_delete(&keyEvent) }
                 if keyEvent.type == YAML_MAPPING_END_EVENT { break }
-                let key = try node(from: &keyEvent)
+                let key = try node(from: &keyEvent, depth: depth + 1)
                 var valueEvent = try next()
                 defer { yaml_event_delete(&valueEvent) }
-                let value = try node(from: &valueEvent)
+                let value = try node(from: &valueEvent, depth: depth + 1)
                 pairs.append((key, value))
             }
             if flow { openFlows.removeLast() }

@@ -61,7 +61,7 @@ struct DollarReferenceTests {
     @Test("$variables_as_args becomes --name value for each variable, each value one quoted word")
     func variablesAsArgs() throws {
         let template = try Template("train $variables_as_args --x", declared: Self.declared, shell: true)
-        let rendered = template.renderShell([:], arguments: [("model", "124M"), ("lr", "a b; rm -rf /")])
+        let rendered = try template.renderShell([:], arguments: [("model", "124M"), ("lr", "a b; rm -rf /")])
         #expect(rendered == "train --model 124M --lr 'a b; rm -rf /' --x")
         #expect(try Template("train $variables_as_args", declared: Self.declared, shell: true)
             .renderShell([:], arguments: []) == "train ")
@@ -86,7 +86,7 @@ struct DollarShellTests {
         let template = try Template(raw, declared: ["v"], shell: true)
         if Self.literalContexts.contains(context.name) {
             #expect(template.variables.isEmpty)
-            #expect(template.renderShell(["v": "x"], arguments: []) == raw)
+            #expect(try template.renderShell(["v": "x"], arguments: []) == raw)
             return
         }
         #expect(template.variables == ["v"], "\(raw.debugDescription)")
@@ -95,7 +95,7 @@ struct DollarShellTests {
         defer { try? FileManager.default.removeItem(at: directory) }
         let marker = directory.appendingPathComponent("pwned")
         for value in ShellRenderingTests.values(marker: marker.path) where context.carries(value) {
-            let command = template.renderShell(["v": value], arguments: [])
+            let command = try template.renderShell(["v": value], arguments: [])
             let (stdout, status) = try sh(command, in: directory)
             #expect(stdout == Data(context.expected(value).utf8),
                     "printed \(String(decoding: stdout, as: UTF8.self).debugDescription) for \(value.debugDescription); command: \(command.debugDescription)")

@@ -78,7 +78,7 @@ struct ShellRenderingTests {
         defer { sandbox.remove() }
         let template = try Template(context.template)
         for value in Self.values(marker: sandbox.marker.path) where context.carries(value) {
-            let command = template.renderShell(["v": value])
+            let command = try template.renderShell(["v": value])
             let result = try runShell(shell, command, in: sandbox.directory)
             #expect(result.stdout == Data(context.expected(value).utf8),
                     "\(shell) printed \(String(decoding: result.stdout, as: UTF8.self).debugDescription) for value \(value.debugDescription); command: \(command.debugDescription); stderr: \(result.stderr)")
@@ -100,13 +100,13 @@ struct ShellRenderingTests {
         defer { sandbox.remove() }
         let template = try Template(template)
         if template.raw.hasPrefix("printf") {
-            let sum = try runShell(shell, template.renderShell(["v": "41"]), in: sandbox.directory)
+            let sum = try runShell(shell, try template.renderShell(["v": "41"]), in: sandbox.directory)
             #expect(String(decoding: sum.stdout, as: UTF8.self) == "42")
-            let negative = try runShell(shell, template.renderShell(["v": "-1"]), in: sandbox.directory)
+            let negative = try runShell(shell, try template.renderShell(["v": "-1"]), in: sandbox.directory)
             #expect(String(decoding: negative.stdout, as: UTF8.self) == "0")
         }
         for value in Self.values(marker: sandbox.marker.path) + ["x", "a[$(touch \(sandbox.marker.path))]"] {
-            let command = template.renderShell(["v": value])
+            let command = try template.renderShell(["v": value])
             let result = try runShell(shell, command, in: sandbox.directory)
             #expect(result.status != 0, "\(shell) accepted \(command.debugDescription)")
             #expect(!FileManager.default.fileExists(atPath: sandbox.marker.path),

@@ -72,6 +72,12 @@ struct TemplateTests {
         ("echo $((1 + ${{ v }}))", "41", "echo $((1 + 41))"),
         ("echo $((1 + ${{ v }}))", "$(id)", "echo $((1 + @'\\$(id)'))"),
         ("echo ${{ v }} ${{ missing }}", "a", "echo a ${{ missing }}"),
+        // Issue 16: a case pattern's ')' does not end the $( ); bash's here-strings and $'...'; command position.
+        ("echo \"$(case a in a) echo ${{ v }} ;; esac)\"", "x; y", "echo \"$(case a in a) echo 'x; y' ;; esac)\""),
+        ("cat <<< ${{ v }}\necho ${{ v }}", "a b", "cat <<< 'a b'\necho 'a b'"),
+        ("printf '%s' $'[${{ v }}]'", "it's", "printf '%s' $'[''it'\\''s'$']'"),
+        ("${{ v }} x", "case", "'case' x"),
+        ("cat <<EOF\n$(printf '%s' ${{ v }})\nEOF", "a\nEOF\nb", "cat <<EOF\n$(printf '%s' 'a\n''EOF\nb')\nEOF"),
     ])
     func renderShell(template: String, value: String, rendered: String) throws {
         #expect(try Template(template).renderShell(["v": value]) == rendered)

@@ -107,6 +107,72 @@ struct HostKeyTests {
         }
     }
 
+    @Test("a server offering only a type that known_hosts does not hold for it is a changed key, even with acceptNew")
+    func otherTypeOnly() async throws {
+        let bed = try testbed()
+        let runner = bed.runners[0]
+        let folder = try makeTemporaryFolder("kh-rsa", in: bed.folder)
+        try await shell("ssh-keygen -q -t rsa -b 2048 -N '' -f \(folder)/rsa")
+        let rsa = try String(contentsOfFile: folder + "/rsa.pub", encoding: .utf8).split(separator: " ")
+        let path = try knownHostsCopy("[\(runner.host)]:\(runner.port) \(rsa[0]) \(rsa[1])\n")
+        for accept in [false, true] {
+            await #expect(throws: SSHError.hostKeyChanged(
+                host: "[\(runner.host)]:\(runner.port)", keyType: "ssh-ed25519",
+                fingerprint: try await fingerprint(runner), knownHostsFile: path, line: 1)
+            ) {
+                _ = try await bed.connect { options in
+                    options.knownHostsFile = path
+                    options.acceptNewHostKeys = accept
+                }
+            }
+        }
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "[\(runner.host)]:\(runner.port) \(rsa[0]) \(rsa[1])\n")
+    }
+
+    @Test("the system known_hosts file is read, and its @revoked lines refuse a key the user's file accepts")
+    func systemFile() async throws {
+        let bed = try testbed()
+        let runner = bed.runners[0]
+        let recorded = try String(contentsOfFile: bed.knownHosts, encoding: .utf8)
+        let empty = try knownHostsCopy("")
+        let system = try knownHostsCopy(recorded)
+        let session = try await bed.connect { options in
+            options.knownHostsFile = empty
+            options.systemKnownHostsFiles = [system]
+        }
+        #expect(try await session.exec("echo ok").stdoutText == "ok\n")
+        await session.close()
+
+        let pub = try String(contentsOfFile: runner.folder + "/host_ed25519.pub", encoding: .utf8).split(separator: " ")
+        let revoking = try knownHostsCopy("# revoked by the admins\n@revoked * \(pub[0]) \(pub[1])\n")
+        let user = try knownHostsCopy(recorded)
+        await #expect(throws: SSHError.hostKeyRevoked(
+            host: "[\(runner.host)]:\(runner.port)", fingerprint: try await fingerprint(runner), knownHostsFile: revoking, line: 2)
+        ) {
+            _ = try await bed.connect { options in
+                options.knownHostsFile = user
+                options.systemKnownHostsFiles = [revoking]
+            }
+        }
+    }
+
+    @Test("a @cert-authority line covering a host with no key of its own is refused clearly, even with acceptNew")
+    func certificateAuthority() async throws {
+        let bed = try testbed()
+        let runner = bed.runners[1]
+        let ca = try String(contentsOfFile: bed.runners[0].folder + "/host_ed25519.pub", encoding: .utf8).split(separator: " ")
+        let path = try knownHostsCopy("@cert-authority * \(ca[0]) \(ca[1])\n")
+        for accept in [false, true] {
+            await #expect(throws: SSHError.hostCertificateAuthority(host: "[\(runner.host)]:\(runner.port)", knownHostsFile: path, line: 1)) {
+                _ = try await bed.connect(1) { options in
+                    options.knownHostsFile = path
+                    options.acceptNewHostKeys = accept
+                }
+            }
+        }
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "@cert-authority * \(ca[0]) \(ca[1])\n", "nothing recorded")
+    }
+
     @Test("an ECDSA-only known_hosts entry makes libssh2 ask for the ECDSA key")
     func ecdsaOnly() async throws {
         let bed = try testbed()

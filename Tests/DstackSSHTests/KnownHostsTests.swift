@@ -97,11 +97,86 @@ struct KnownHostsTests {
             """
         let hosts = KnownHosts(contents: text, path: "/kh")
         let key1 = Vector.blob(Vector.key1), key2 = Vector.blob(Vector.key2)
-        #expect(hosts.verdict(host: "h", port: 2200, keyType: "ssh-ed25519", key: key1) == .known(line: 3))
-        #expect(hosts.verdict(host: "h", port: 2200, keyType: "ssh-ed25519", key: key2) == .changed(line: 3))
+        #expect(hosts.verdict(host: "h", port: 2200, keyType: "ssh-ed25519", key: key1) == .known(file: "/kh", line: 3))
+        #expect(hosts.verdict(host: "h", port: 2200, keyType: "ssh-ed25519", key: key2) == .changed(file: "/kh", line: 3))
         #expect(hosts.verdict(host: "h", port: 2201, keyType: "ssh-ed25519", key: key1) == .unknown)
-        #expect(hosts.verdict(host: "r", port: 2200, keyType: "ssh-ed25519", key: key2) == .revoked(line: 4))
+        #expect(hosts.verdict(host: "r", port: 2200, keyType: "ssh-ed25519", key: key2) == .revoked(file: "/kh", line: 4))
         #expect(hosts.keyTypes(host: "h", port: 2200) == ["ecdsa-sha2-nistp256", "ssh-ed25519"])
+    }
+
+    @Test("a host whose recorded keys are all of another type presenting a new type has a changed key")
+    func otherTypeIsChanged() {
+        let hosts = KnownHosts(contents: "# c\n[h]:2200 ecdsa-sha2-nistp256 \(Vector.ecdsa)\n", path: "/kh")
+        #expect(hosts.verdict(host: "h", port: 2200, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1))
+            == .changed(file: "/kh", line: 2))
+    }
+
+    @Test("hashed entries match host names whatever their case, as OpenSSH lowercases before hashing")
+    func hashedIgnoresCase() {
+        let hosts = KnownHosts(contents: Vector.hashedExample + "\n", path: "/kh")
+        #expect(hosts.entries(host: "Example.COM", port: 22).map(\.line) == [1])
+        #expect(KnownHosts.line(host: "GPU-1.Lab", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1))
+            .hasPrefix("gpu-1.lab ssh-ed25519 "))
+    }
+
+    @Test("the system file is read after the user's, and each verdict names the file that decided it")
+    func systemFile() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kh-sys-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let user = folder.appendingPathComponent("known_hosts").path, system = folder.appendingPathComponent("ssh_known_hosts").path
+        try "other ssh-ed25519 \(Vector.key2)\n".write(toFile: user, atomically: true, encoding: .utf8)
+        try "# fleet\ngpu-1 ssh-ed25519 \(Vector.key1)\n@revoked bad ssh-ed25519 \(Vector.key2)\nbad ssh-ed25519 \(Vector.key2)\n"
+            .write(toFile: system, atomically: true, encoding: .utf8)
+        let hosts = try KnownHosts.load(path: user, systemFiles: [system, folder.appendingPathComponent("absent").path])
+        #expect(hosts.path == user)
+        #expect(hosts.verdict(host: "gpu-1", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1)) == .known(file: system, line: 2))
+        #expect(hosts.verdict(host: "bad", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key2)) == .revoked(file: system, line: 3))
+        #expect(hosts.verdict(host: "other", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1)) == .changed(file: user, line: 1))
+    }
+
+    @Test("a @cert-authority line for a host with no key of its own is a verdict of its own, never unknown")
+    func certificateAuthority() {
+        let hosts = KnownHosts(contents: "@cert-authority *.lab ssh-ed25519 \(Vector.key2)\nknown.lab ssh-ed25519 \(Vector.key1)\n", path: "/kh")
+        #expect(hosts.verdict(host: "new.lab", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1)) == .certificateAuthority(file: "/kh", line: 1))
+        #expect(hosts.verdict(host: "known.lab", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1)) == .known(file: "/kh", line: 2))
+        #expect(hosts.verdict(host: "elsewhere", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1)) == .unknown)
+        let error = SSHError.hostCertificateAuthority(host: "new.lab", knownHostsFile: "/kh", line: 1)
+        #expect(error.description == "/kh:1 trusts a certificate authority for 'new.lab', but dstack's SSH library (libssh2 1.10) cannot check host certificates, so it cannot trust that host by it; refusing to connect. add the host's own key to your known_hosts once you have checked its fingerprint (ssh-keyscan new.lab | ssh-keygen -lf - shows it)")
+    }
+
+    @Test("new keys recorded at once by many writers all arrive whole, each once")
+    func concurrentAppends() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kh-many-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("known_hosts").path
+        let key = Vector.blob(Vector.key1)
+        let failures = LockedCount()
+        DispatchQueue.concurrentPerform(iterations: 64) { i in
+            // Every writer records its own host, and all of them the shared one.
+            do {
+                try KnownHosts.append(host: "h\(i)", port: 22, keyType: "ssh-ed25519", key: key, to: path)
+                try KnownHosts.append(host: "shared", port: 22, keyType: "ssh-ed25519", key: key, to: path)
+            } catch {
+                failures.add()
+            }
+        }
+        #expect(failures.value == 0)
+        let lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.last == "")
+        #expect(Set(lines.dropLast()) == Set((0..<64).map { "h\($0) ssh-ed25519 \(Vector.key1)" } + ["shared ssh-ed25519 \(Vector.key1)"]))
+        #expect(lines.count == 66, "the shared host was recorded more than once")
+    }
+
+    @Test("a key recorded by another process meanwhile is seen under the lock: a different one is a changed key")
+    func appendRechecks() throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("kh-race-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let path = folder.appendingPathComponent("known_hosts").path
+        try KnownHosts.append(host: "h", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key2), to: path)
+        let verdict = try KnownHosts.append(host: "h", port: 22, keyType: "ssh-ed25519", key: Vector.blob(Vector.key1), to: path)
+        #expect(verdict == .changed(file: path, line: 1))
+        #expect(try String(contentsOfFile: path, encoding: .utf8) == "h ssh-ed25519 \(Vector.key2)\n")
     }
 
     @Test("the host-key preference puts the known types first")
@@ -157,4 +232,12 @@ struct IdentityFileTests {
         #expect(locked == IdentityFile(keyType: "ssh-ed25519", isEncrypted: true))
         #expect(IdentityFile.inspect(path: folder.path + "/rsa")?.keyType == "ssh-rsa")
     }
+}
+
+/// A counter safe to bump from many threads.
+private final class LockedCount: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func add() { lock.withLock { count += 1 } }
+    var value: Int { lock.withLock { count } }
 }
