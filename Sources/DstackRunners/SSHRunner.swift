@@ -460,7 +460,9 @@ public final class SSHRunner: Runner, Sendable {
         var payload = ""
         for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("wrapper.sh", RunnerScript.wrapper.text)] {
             // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
-            payload += "printf '%s' \(shellQuote(text)) > \(file) || exit 2\n"
+            let write = "printf '%s' \(shellQuote(text)) > \(file)"
+            // env.sh holds the job's environment values: readable by the runner's user only.
+            payload += (file == "env.sh" ? "(umask 077 && \(write))" : write) + " || exit 2\n"
         }
         if !job.secretValues.isEmpty {
             // Created 0600 (umask in a subshell), read and removed by the wrapper before any command runs.

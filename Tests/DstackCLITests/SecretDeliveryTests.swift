@@ -51,7 +51,8 @@ import Glibc
                                                                       slots: 1, owner: "o", exportGPUs: false, engine: nil))
         let text = String(decoding: payload, as: UTF8.self)
         #expect(text.contains("(umask 077 && printf '%s' 'export T=tok-value-77\n' > secrets.env) || exit 2"), "\(text)")
-        #expect(text.contains("printf '%s' 'export MODE=x\n' > env.sh || exit 2"), "other files keep the usual umask")
+        #expect(text.contains("(umask 077 && printf '%s' 'export MODE=x\n' > env.sh) || exit 2"), "environment values: the user's only")
+        #expect(text.contains("printf '%s' 'set -e\ntrue\n' > commands.sh || exit 2"), "other files keep the usual umask")
         let line = try AgentRequest("start", arguments).line
         #expect(!line.contains("tok-value-77"))
         #expect(!line.contains("MODE=x"))
