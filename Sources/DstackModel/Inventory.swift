@@ -145,6 +145,14 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var proxyCommand: String?
     /// The name of the ssh config the proxy settings came from, for messages.
     var sshConfigName = "~/.ssh/config"
+    /// Whether only the identity files' keys are offered, not the agent's others (IdentitiesOnly in ~/.ssh/config).
+    public var identitiesOnly = false
+    /// The known_hosts file ~/.ssh/config names (its first UserKnownHostsFile), expanded; nil means the default.
+    public var knownHostsFile: String?
+    /// Seconds the connection may take (ConnectTimeout in ~/.ssh/config); nil means dstack's default.
+    public var connectTimeout: Int?
+    /// Seconds between keepalives (ServerAliveInterval in ~/.ssh/config); nil means dstack's default.
+    public var serverAliveInterval: Int?
 
     /// Creates a resolved runner.
     public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
@@ -198,9 +206,18 @@ extension Inventory {
     /// Identity files get a leading `~` replaced by `home`; those from ~/.ssh/config also get OpenSSH's `%` tokens.
     /// Runners that need ProxyJump or ProxyCommand resolve too; `requireDirectConnections(_:)` rejects them.
     public func resolve(sshConfig: SSHConfig?, home: String, localUser: String) -> [ResolvedRunner] {
+        resolve(sshConfigName: sshConfig?.displayName, home: home, localUser: localUser) { alias in
+            sshConfig?.resolve(host: alias, localUser: localUser) ?? SSHHostConfig()
+        }
+    }
+
+    /// Decides every runner's settings as `resolve(sshConfig:home:localUser:)` does, with `lookup` giving the
+    /// ~/.ssh/config settings of a host (from `ssh -G` or the built-in parser) and `sshConfigName` naming the file.
+    public func resolve(sshConfigName: String?, home: String, localUser: String,
+                        lookup: (String) -> SSHHostConfig) -> [ResolvedRunner] {
         runners.map { spec in
             let alias = spec.host.value
-            let ssh = sshConfig?.resolve(host: alias) ?? SSHHostConfig()
+            let ssh = lookup(alias)
             let hostname = ssh.hostName ?? alias
             let user = spec.user?.value ?? ssh.user ?? defaults.user?.value ?? localUser
             let port = spec.port?.value ?? ssh.port ?? defaults.port?.value ?? 22
@@ -225,7 +242,12 @@ extension Inventory {
                 identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? Self.defaultWorkdir,
                 maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
                 proxyJump: ssh.proxyJump, proxyCommand: ssh.proxyCommand)
-            if let sshConfig { runner.sshConfigName = sshConfig.displayName }
+            if let sshConfigName { runner.sshConfigName = sshConfigName }
+            let expansionForFiles = expansion
+            runner.identitiesOnly = ssh.identitiesOnly ?? false
+            runner.knownHostsFile = ssh.userKnownHostsFiles.first.map { expansionForFiles.expandPath($0) }
+            runner.connectTimeout = ssh.connectTimeout.flatMap { $0 > 0 ? $0 : nil }
+            runner.serverAliveInterval = ssh.serverAliveInterval.flatMap { $0 > 0 ? $0 : nil }
             return runner
         }
     }

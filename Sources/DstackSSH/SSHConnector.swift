@@ -187,23 +187,34 @@ struct SSHConnector {
         }
         var previous: UnsafeMutablePointer<libssh2_agent_publickey>?
         var count = 0
+        let allowedAgentKeys = options.identitiesOnly ? Set(options.identityFiles.compactMap { publicKeyBlob(expandTilde($0) + ".pub") }) : []
         var refusedRSA = false
         while true {
             var identity: UnsafeMutablePointer<libssh2_agent_publickey>?
             let rc = libssh2_agent_get_identity(agent, &identity, previous)
             guard rc == 0, let identity else { break }
             previous = identity
+            let blob = Array(UnsafeRawBufferPointer(start: identity.pointee.blob, count: identity.pointee.blob_len))
+            // IdentitiesOnly: an agent key is offered only when it is one of the identity files.
+            if options.identitiesOnly && !allowedAgentKeys.contains(blob) { continue }
             count += 1
             if libssh2_agent_userauth(agent, user, identity) == 0 {
                 logger.debug("ssh \(options.hostKeyName): authenticated with an agent key")
                 return .success
             }
-            let blob = Array(UnsafeRawBufferPointer(start: identity.pointee.blob, count: identity.pointee.blob_len))
             if HostKey.type(of: blob) == "ssh-rsa" { refusedRSA = true }
         }
         let note = count == 0 ? "ssh-agent at \(socket) (no keys)" : "ssh-agent at \(socket) (\(count) key\(count == 1 ? "" : "s") refused)"
         return .failure(note: note, refusedRSA: refusedRSA)
     }
+}
+
+/// The key blob of an OpenSSH `.pub` file (`type base64 comment`), or nil when it cannot be read.
+private func publicKeyBlob(_ path: String) -> [UInt8]? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+    guard fields.count >= 2, let data = Data(base64Encoded: String(fields[1])) else { return nil }
+    return Array(data)
 }
 
 extension SSHError {

@@ -14,6 +14,8 @@ public struct SSHOptions: Sendable {
     public var passphrase: String?
     /// The ssh-agent socket to try first; nil means no agent.
     public var agentSocket: String?
+    /// Whether the agent's keys are offered only when they are one of `identityFiles` (IdentitiesOnly).
+    public var identitiesOnly = false
     /// The known_hosts file that host keys are checked against.
     public var knownHostsFile: String
     /// Whether an unknown host key is accepted and recorded in `knownHostsFile` (a changed key never is).

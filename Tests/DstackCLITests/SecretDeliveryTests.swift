@@ -39,15 +39,4 @@ import Glibc
         #expect(line.contains(" -e HF_TOKEN -e MODE alpine:3 "), "\(line)")
         #expect(!line.contains("hf-value-in-container"))
     }
-
-    /// The SSH runner's scripts that hold values go on stdin; their file is written under umask 077.
-    @Test func scriptsHoldingValuesTravelOnStdin() {
-        let text = RunnerScripts.start(files: [("env.sh", "export MODE=x\n"), (SecretsFile.name, SecretsFile.text(SecretValues(["T": "tok-value-77"])))])
-        #expect(text.contains("(umask 077 && printf '%s' 'export T=tok-value-77\n' > secrets.env) || fail 'cannot write secrets.env'"))
-        #expect(text.contains("printf '%s' 'export MODE=x\n' > env.sh || fail"), "other files keep the usual umask")
-        let (command, stdin) = SSHRunner.remoteScript(text, ["a"], sensitive: true)
-        #expect(!command.contains("tok-value-77"))
-        #expect(stdin.map { String(decoding: $0, as: UTF8.self).contains("tok-value-77") } == true)
-        #expect(SSHRunner.remoteScript("echo short", ["a"]).stdin == nil)
-    }
 }
