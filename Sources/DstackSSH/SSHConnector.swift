@@ -38,12 +38,15 @@ struct SSHConnector {
         try setTimeout(session, deadline)
 
         let knownTypes = knownHosts.keyTypes(host: options.host, port: options.port)
-        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, HostKey.methodPreference(knownTypes: knownTypes))
+        // Everything the linked libssh2 offers, asked at run time: a newer library reaches more servers unchanged.
+        let offered = Negotiation.offered(session, knownTypes: knownTypes)
+        Negotiation.prefer(session, offered)
         let rc = libssh2_session_handshake(session, libssh2_socket_t(socket))
         if rc != 0 {
             if rc == LIBSSH2_ERROR_TIMEOUT || ContinuousClock.now >= deadline {
                 throw .connectTimedOut(host: options.host, port: options.port, seconds: options.connectTimeout.seconds)
             }
+            if let mismatch = explainNegotiation(offered, deadline: deadline) { throw mismatch }
             var reason = LibSSH2.error(session, Int(rc), "handshake").messageText
             if !knownTypes.isEmpty && (rc == LIBSSH2_ERROR_KEX_FAILURE || rc == LIBSSH2_ERROR_METHOD_NONE) {
                 reason += " (known_hosts holds \(knownTypes.joined(separator: ", ")) keys for this host, and libssh2 1.10 negotiates ssh-ed25519, ecdsa-sha2-nistp* and SHA-1 ssh-rsa host keys only)"
@@ -60,6 +63,19 @@ struct SSHConnector {
         adopted = true
         logger.debug("ssh \(options.user)@\(options.hostKeyName): connected in \(ContinuousClock.now - start)")
         return fingerprint
+    }
+
+    /// After a failed handshake: reads the server's own lists on a second connection and, when some category has
+    /// nothing in common with `offered`, the error that names it with both lists.
+    private func explainNegotiation(_ offered: SSHAlgorithms, deadline: ContinuousClock.Instant) -> SSHError? {
+        let remaining = min(deadline - ContinuousClock.now, .seconds(5))
+        guard remaining > .milliseconds(50),
+              let server = Negotiation.serverAlgorithms(host: options.host, port: options.port, timeout: remaining),
+              let what = offered.mismatch(with: server, clientName: "libssh2 \(Negotiation.libraryVersion) (linked)") else { return nil }
+        logger.error("ssh \(options.hostKeyName): \(what)")
+        let hint = "allow one of libssh2's in the server's sshd_config (KexAlgorithms, HostKeyAlgorithms, Ciphers, MACs), "
+            + "or link a newer libssh2 (1.11 adds aes128/256-gcm and the -etm MACs); dstack uses whatever the linked library offers"
+        return .negotiationFailed(host: options.host, port: options.port, what: what, hint: hint)
     }
 
     private func setTimeout(_ session: OpaquePointer, _ deadline: ContinuousClock.Instant) throws(SSHError) {

@@ -6,6 +6,9 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
     case connectTimedOut(host: String, port: Int, seconds: Double)
     /// The SSH handshake (key exchange) failed after the TCP connection was made.
     case handshakeFailed(host: String, port: Int, reason: String)
+    /// Client and server have no algorithm in common for something the key exchange needs: `what` says which,
+    /// with both sides' lists; retrying cannot help.
+    case negotiationFailed(host: String, port: Int, what: String, hint: String)
     /// The server's host key is not in known_hosts and recording new keys was not allowed.
     case unknownHostKey(host: String, keyType: String, fingerprint: String, knownHostsFile: String)
     /// The server's host key differs from the one known_hosts records for it.
@@ -44,6 +47,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "connection to \(host) port \(port) timed out after \(Self.format(seconds)) s; check the address, the port and any firewall in between"
         case let .handshakeFailed(host, port, reason):
             return "ssh handshake with \(host) port \(port) failed: \(reason)"
+        case let .negotiationFailed(host, port, what, hint):
+            return "ssh handshake with \(host) port \(port) failed: \(what); \(hint)"
         case let .unknownHostKey(host, keyType, fingerprint, file):
             return "the authenticity of host '\(host)' can't be established: its \(keyType) key fingerprint is \(fingerprint) and \(file) has no entry for it; if you trust this fingerprint, rerun with --accept-new-host-keys to record it"
         case let .hostKeyChanged(host, keyType, fingerprint, file, line):
