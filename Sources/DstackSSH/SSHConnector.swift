@@ -12,6 +12,8 @@ import Darwin
 struct SSHConnector {
     let options: SSHOptions
     let logger: Logger
+    /// A socket already connected to the server (a tunnel through a jump host); nil makes a TCP connection.
+    var socket: Int32? = nil
 
     /// Connects and hands the ready session to `loop`; returns the server's host key fingerprint.
     func run(on loop: SSHEventLoop) throws(SSHError) -> String {
@@ -19,8 +21,13 @@ struct SSHConnector {
         let start = ContinuousClock.now
         let deadline = start + options.connectTimeout
         let knownHosts = try KnownHosts.load(path: options.knownHostsFile)
-        let socket = try TCPSocket.connect(
-            host: options.host, port: options.port, deadline: deadline, timeout: options.connectTimeout)
+        let socket: Int32
+        if let given = self.socket {
+            socket = given
+        } else {
+            socket = try TCPSocket.connect(
+                host: options.host, port: options.port, deadline: deadline, timeout: options.connectTimeout)
+        }
         guard let session = libssh2_session_init_ex(nil, nil, nil, UnsafeMutableRawPointer(loop.received)) else {
             close(socket)
             throw .libssh2(operation: "creating an ssh session", code: LIBSSH2_ERROR_ALLOC, message: "out of memory")
@@ -46,7 +53,7 @@ struct SSHConnector {
             if rc == LIBSSH2_ERROR_TIMEOUT || ContinuousClock.now >= deadline {
                 throw .connectTimedOut(host: options.host, port: options.port, seconds: options.connectTimeout.seconds)
             }
-            if let mismatch = explainNegotiation(offered, deadline: deadline) { throw mismatch }
+            if self.socket == nil, let mismatch = explainNegotiation(offered, deadline: deadline) { throw mismatch }
             var reason = LibSSH2.error(session, Int(rc), "handshake").messageText
             if !knownTypes.isEmpty && (rc == LIBSSH2_ERROR_KEX_FAILURE || rc == LIBSSH2_ERROR_METHOD_NONE) {
                 reason += " (known_hosts holds \(knownTypes.joined(separator: ", ")) keys for this host, and libssh2 1.10 negotiates ssh-ed25519, ecdsa-sha2-nistp* and SHA-1 ssh-rsa host keys only)"

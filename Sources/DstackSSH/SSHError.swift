@@ -6,6 +6,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
     case connectTimedOut(host: String, port: Int, seconds: Double)
     /// The SSH handshake (key exchange) failed after the TCP connection was made.
     case handshakeFailed(host: String, port: Int, reason: String)
+    /// A jump host on the way to `target` could not be used; `error` says why.
+    indirect case jumpHostFailed(jump: String, target: String, error: SSHError)
     /// Client and server have no algorithm in common for something the key exchange needs: `what` says which,
     /// with both sides' lists; retrying cannot help.
     case negotiationFailed(host: String, port: Int, what: String, hint: String)
@@ -47,6 +49,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "connection to \(host) port \(port) timed out after \(Self.format(seconds)) s; check the address, the port and any firewall in between"
         case let .handshakeFailed(host, port, reason):
             return "ssh handshake with \(host) port \(port) failed: \(reason)"
+        case let .jumpHostFailed(jump, target, error):
+            return "cannot reach \(target) through jump host \(jump): \(error)"
         case let .negotiationFailed(host, port, what, hint):
             return "ssh handshake with \(host) port \(port) failed: \(what); \(hint)"
         case let .unknownHostKey(host, keyType, fingerprint, file):
@@ -89,6 +93,7 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
         switch self {
         case .connectFailed, .connectTimedOut, .connectionLost, .timedOut: return true
         case .handshakeFailed: return true
+        case let .jumpHostFailed(_, _, error): return error.isTransient
         default: return false
         }
     }

@@ -14,6 +14,12 @@ public struct SSHOptions: Sendable {
     public var passphrase: String?
     /// The ssh-agent socket to try first; nil means no agent.
     public var agentSocket: String?
+    /// The jump hosts (ProxyJump) in the order they are reached: the first directly, each next one, and then this
+    /// host, through a `direct-tcpip` channel of the one before. Each hop is a full host with its own user, port,
+    /// keys and known_hosts check; their own `jumpHosts` are ignored.
+    public var jumpHosts: [SSHOptions] = []
+    /// What messages call this host when it is a jump host (the name written in ProxyJump); nil uses the address.
+    public var label: String?
     /// Whether the agent's keys are offered only when they are one of `identityFiles` (IdentitiesOnly).
     public var identitiesOnly = false
     /// The known_hosts file that host keys are checked against.
@@ -81,3 +87,4 @@ func expandTilde(_ path: String) -> String {
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
     return home + path.dropFirst()
 }
+
