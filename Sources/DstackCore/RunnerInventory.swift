@@ -45,6 +45,18 @@ enum RunnerInventory {
                                  knownHostsFile: env["DSTACK_KNOWN_HOSTS"] ?? runner.knownHostsFile ?? defaultKnownHosts,
                                  acceptNewHostKeys: options.acceptNewHostKeys)
             ssh.identitiesOnly = runner.identitiesOnly
+            // Jump hosts (ProxyJump): each a full host, checked against the same known_hosts unless its config names one.
+            ssh.jumpHosts = runner.jumps.map { hop in
+                var jump = SSHOptions(host: hop.hostname, port: hop.port, user: hop.user,
+                                      identityFiles: hop.identityFiles.filter { FileManager.default.fileExists(atPath: $0) },
+                                      passphrase: passphrase, agentSocket: env["SSH_AUTH_SOCK"],
+                                      knownHostsFile: env["DSTACK_KNOWN_HOSTS"] ?? hop.knownHostsFile ?? defaultKnownHosts,
+                                      acceptNewHostKeys: options.acceptNewHostKeys)
+                jump.label = hop.name
+                jump.identitiesOnly = hop.identitiesOnly
+                jump.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? 10))
+                return jump
+            }
             ssh.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? runner.connectTimeout ?? 10))
             if let interval = runner.serverAliveInterval { ssh.keepaliveInterval = .seconds(Int64(interval)) }
             var resources: Resources?

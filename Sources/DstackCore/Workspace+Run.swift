@@ -82,6 +82,11 @@ extension Workspace {
         return plan
     }
 
+    /// The jump hosts `runner` is reached through, in order (ProxyJump); empty for a direct or local runner.
+    public func via(_ runner: any Runner) -> [String] {
+        (runner as? SSHRunner)?.config.ssh.via ?? []
+    }
+
     /// Probes every runner at once; an unreachable one never holds up the others past its connect timeout.
     public func probePool() async -> [(runner: any Runner, result: Result<RunnerInfo, any Error>)] {
         // Each child hands back a reference: with the Result itself as the child's value (a tuple of an index

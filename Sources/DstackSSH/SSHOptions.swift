@@ -64,6 +64,9 @@ public struct SSHOptions: Sendable {
         self.maxChannels = max(1, maxChannels)
     }
 
+    /// The names of the jump hosts, in order (their `label`, else their address).
+    public var via: [String] { jumpHosts.map { $0.label ?? $0.hostKeyName } }
+
     /// How the host appears in known_hosts and in messages: `host` on port 22, `[host]:port` otherwise.
     public var hostKeyName: String { KnownHosts.lookupName(host: host, port: port) }
 

@@ -115,7 +115,7 @@ public final class SSHSession: Sendable {
     }
 
     /// The names of the jump hosts this connection goes through, in order (empty for a direct one).
-    public var via: [String] { options.jumpHosts.map { $0.label ?? $0.hostKeyName } }
+    public var via: [String] { options.via }
 
     /// Runs `command` through the remote user's shell, feeding it `stdin`, and collects its output and exit status.
     /// `idleTimeout` nil uses `options.idleTimeout`; `.some(nil)` waits forever.
