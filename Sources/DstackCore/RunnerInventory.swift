@@ -32,7 +32,6 @@ enum RunnerInventory {
         let localUser = env["USER"] ?? env["LOGNAME"] ?? NSUserName()
         let lookup = SSHConfigLookup.standard(environment: env, home: home, localUser: localUser)
         let resolved = try resolveThrowing(inventory, lookup: lookup, home: home, localUser: localUser)
-        try inventory.requireDirectConnections(resolved)
 
         let defaultKnownHosts = env["DSTACK_KNOWN_HOSTS"] ?? "\(home)/.ssh/known_hosts"
         // With an agent running, the key is usually in it: no prompt then (the agent is tried first anyway).
@@ -45,6 +44,7 @@ enum RunnerInventory {
                                  knownHostsFile: env["DSTACK_KNOWN_HOSTS"] ?? runner.knownHostsFile ?? defaultKnownHosts,
                                  acceptNewHostKeys: options.acceptNewHostKeys)
             ssh.identitiesOnly = runner.identitiesOnly
+            ssh.proxyCommand = runner.expandedProxyCommand(home: home, localUser: localUser)
             // Jump hosts (ProxyJump): each a full host, checked against the same known_hosts unless its config names one.
             ssh.jumpHosts = runner.jumps.map { hop in
                 var jump = SSHOptions(host: hop.hostname, port: hop.port, user: hop.user,

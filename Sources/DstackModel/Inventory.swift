@@ -182,19 +182,12 @@ public struct ResolvedRunner: Sendable, Hashable {
     /// `workdir` as a path the remote side can use without a shell expanding `~` (see `loginRelativePath(_:)`).
     public var remoteWorkdir: String { loginRelativePath(workdir) }
 
-    /// Why dstack cannot connect to this runner yet (it needs a ProxyCommand), or nil when it can.
-    public var unsupportedConnection: String? {
-        let what: String
-        if proxyJump == nil, let proxyCommand {
-            what = "ProxyCommand '\(proxyCommand)'"
-        } else {
-            return nil
+    /// The ProxyCommand with its tokens (`%h %p %r %n %%`) expanded for this runner, if one carries it.
+    public func expandedProxyCommand(home: String, localUser: String) -> String? {
+        proxyCommand.map {
+            SSHExpansion(alias: host.value, hostName: hostname, remoteUser: user, localUser: localUser, port: port, home: home)
+                .expandProxyCommand($0)
         }
-        // Tunnelling through the alias itself lets ssh follow the proxy, whichever kind it is.
-        return "runner '\(name)' reaches '\(host.value)' through \(what) (set in \(sshConfigName)), which dstack does not support yet; "
-            + "set 'host:' to an address this machine reaches directly, or keep an SSH tunnel open (for example "
-            + "'ssh -N -L 2222:localhost:\(port) \(host.value)', or a LocalForward in \(sshConfigName)) "
-            + "and set 'host: 127.0.0.1' and 'port: 2222'"
     }
 }
 
@@ -209,7 +202,6 @@ extension Inventory {
     /// then the built-in default (port 22, `localUser`, the usual keys, `~/.dstack-runner`).
     ///
     /// Identity files get a leading `~` replaced by `home`; those from ~/.ssh/config also get OpenSSH's `%` tokens.
-    /// Runners that need ProxyJump or ProxyCommand resolve too; `requireDirectConnections(_:)` rejects them.
     public func resolve(sshConfig: SSHConfig?, home: String, localUser: String) -> [ResolvedRunner] {
         resolve(sshConfigName: sshConfig?.displayName, home: home, localUser: localUser) { alias in
             sshConfig?.resolve(host: alias, localUser: localUser) ?? SSHHostConfig()
@@ -268,14 +260,6 @@ extension Inventory {
             runner.serverAliveInterval = ssh.serverAliveInterval.flatMap { $0 > 0 ? $0 : nil }
             return runner
         }
-    }
-
-    /// Throws one diagnostic per runner of `runners` that needs a proxy to be reached, each pointing at its `host:`.
-    public func requireDirectConnections(_ runners: [ResolvedRunner]) throws(ConfigError) {
-        let problems = runners.compactMap { runner in
-            runner.unsupportedConnection.map { diagnostic(runner.host, $0) }
-        }
-        guard problems.isEmpty else { throw ConfigError(problems) }
     }
 }
 

@@ -430,6 +430,11 @@ public struct SSHExpansion: Sendable, Hashable {
         return expandTokens(path)
     }
 
+    /// A ProxyCommand with the tokens OpenSSH expands in it, `%%`, `%h`, `%n`, `%p` and `%r`; others are left.
+    public func expandProxyCommand(_ command: String) -> String {
+        expandPercentTokens(command, ["%": "%", "h": hostName, "n": alias, "p": String(port), "r": remoteUser])
+    }
+
     /// `text` with `%%`, `%d`, `%h`, `%n`, `%p`, `%r` and `%u` expanded; other `%` tokens are left as written.
     public func expandTokens(_ text: String) -> String {
         expandPercentTokens(text, ["%": "%", "d": home, "h": hostName, "n": alias, "p": String(port),

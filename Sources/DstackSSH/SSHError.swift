@@ -8,6 +8,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
     case handshakeFailed(host: String, port: Int, reason: String)
     /// A jump host on the way to `target` could not be used; `error` says why.
     indirect case jumpHostFailed(jump: String, target: String, error: SSHError)
+    /// The connection through a ProxyCommand failed; `stderr` is what the command said.
+    indirect case proxyCommandFailed(command: String, target: String, stderr: String, error: SSHError)
     /// Client and server have no algorithm in common for something the key exchange needs: `what` says which,
     /// with both sides' lists; retrying cannot help.
     case negotiationFailed(host: String, port: Int, what: String, hint: String)
@@ -51,6 +53,9 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "ssh handshake with \(host) port \(port) failed: \(reason)"
         case let .jumpHostFailed(jump, target, error):
             return "cannot reach \(target) through jump host \(jump): \(error)"
+        case let .proxyCommandFailed(command, target, stderr, error):
+            let said = stderr.isEmpty ? "it wrote nothing on stderr" : "its stderr: \(stderr)"
+            return "cannot reach \(target) through ProxyCommand '\(command)': \(error) (\(said))"
         case let .negotiationFailed(host, port, what, hint):
             return "ssh handshake with \(host) port \(port) failed: \(what); \(hint)"
         case let .unknownHostKey(host, keyType, fingerprint, file):
@@ -94,6 +99,7 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
         case .connectFailed, .connectTimedOut, .connectionLost, .timedOut: return true
         case .handshakeFailed: return true
         case let .jumpHostFailed(_, _, error): return error.isTransient
+        case let .proxyCommandFailed(_, _, _, error): return error.isTransient
         default: return false
         }
     }

@@ -18,6 +18,9 @@ public struct SSHOptions: Sendable {
     /// host, through a `direct-tcpip` channel of the one before. Each hop is a full host with its own user, port,
     /// keys and known_hosts check; their own `jumpHosts` are ignored.
     public var jumpHosts: [SSHOptions] = []
+    /// A command whose standard input and output carry the connection instead of TCP (ProxyCommand), run with
+    /// `/bin/sh -c`, its `%` tokens already expanded; ignored when `jumpHosts` is not empty.
+    public var proxyCommand: String?
     /// What messages call this host when it is a jump host (the name written in ProxyJump); nil uses the address.
     public var label: String?
     /// Whether the agent's keys are offered only when they are one of `identityFiles` (IdentitiesOnly).

@@ -15,8 +15,12 @@ public final class SSHSession: Sendable {
     private let closed: LockedFlag
     /// The jump host connection this one is carried by, released when this one closes.
     private let jumpLease: JumpLease?
+    /// The ProxyCommand carrying this connection, stopped when it closes.
+    private let proxy: ProxyCommandProcess?
 
-    private init(options: SSHOptions, loop: SSHEventLoop, fingerprint: String, logger: Logger, jumpLease: JumpLease? = nil) {
+    private init(options: SSHOptions, loop: SSHEventLoop, fingerprint: String, logger: Logger, jumpLease: JumpLease? = nil,
+                 proxy: ProxyCommandProcess? = nil) {
+        self.proxy = proxy
         self.options = options
         self.loop = loop
         self.hostKeyFingerprint = fingerprint
@@ -29,6 +33,7 @@ public final class SSHSession: Sendable {
         if !closed.set() {
             loop.shutdownDetached()
             if let jumpLease { Task { await jumpLease.release() } }
+            if let proxy { Task.detached { proxy.stop() } }
         }
     }
 
@@ -38,6 +43,19 @@ public final class SSHSession: Sendable {
     /// connection, which is opened first (through the ones before it) and shared with every other session
     /// behind the same jump hosts.
     public static func connect(_ options: SSHOptions, logger: Logger = Logger(label: "dstack.ssh")) async throws -> SSHSession {
+        if options.jumpHosts.isEmpty, let command = options.proxyCommand {
+            let proxy = try ProxyCommandProcess(command: command)
+            do {
+                let session = try await connect(options, socket: proxy.socket, lease: nil, proxy: proxy, logger: logger)
+                let said = proxy.standardError()
+                if !said.isEmpty { logger.debug("ssh \(options.hostKeyName): ProxyCommand stderr: \(said)") }
+                return session
+            } catch let error as SSHError {
+                let said = proxy.standardError(grace: .milliseconds(300))
+                proxy.stop()
+                throw SSHError.proxyCommandFailed(command: command, target: options.hostKeyName, stderr: said, error: error)
+            }
+        }
         guard !options.jumpHosts.isEmpty else { return try await connect(options, socket: nil, lease: nil, logger: logger) }
         let lease = try await JumpPool.shared.lease(options.jumpHosts, target: options.hostKeyName, logger: logger)
         do {
@@ -57,7 +75,8 @@ public final class SSHSession: Sendable {
         }
     }
 
-    private static func connect(_ options: SSHOptions, socket: Int32?, lease: JumpLease?, logger: Logger) async throws -> SSHSession {
+    private static func connect(_ options: SSHOptions, socket: Int32?, lease: JumpLease?, proxy: ProxyCommandProcess? = nil,
+                                logger: Logger) async throws -> SSHSession {
         let loop: SSHEventLoop
         do {
             loop = try SSHEventLoop(hostName: options.hostKeyName, logger: logger)
@@ -70,7 +89,7 @@ public final class SSHSession: Sendable {
         let ready = connector
         do {
             let fingerprint = try await loop.perform { () throws(SSHError) -> String in try ready.run(on: loop) }
-            return SSHSession(options: options, loop: loop, fingerprint: fingerprint, logger: logger, jumpLease: lease)
+            return SSHSession(options: options, loop: loop, fingerprint: fingerprint, logger: logger, jumpLease: lease, proxy: proxy)
         } catch {
             await loop.shutdown()
             throw error
@@ -112,6 +131,7 @@ public final class SSHSession: Sendable {
         guard !closed.set() else { return }
         await loop.shutdown()
         await jumpLease?.release()
+        if let proxy { await Task.detached { proxy.stop() }.value }
     }
 
     /// The names of the jump hosts this connection goes through, in order (empty for a direct one).

@@ -76,3 +76,28 @@ import Testing
         #expect(try String(contentsOf: bed.knownHosts, encoding: .utf8).contains("[\(bed.runners[0].host)]:\(bed.runners[0].port) ssh-ed25519"))
     }
 }
+
+/// A runner whose ~/.ssh/config alias has a ProxyCommand (with tokens) through the bastion.
+@Suite struct ProxyCommandCLITests {
+    @Test func aRunnerBehindAProxyCommandIsReachedWithItsTokensExpanded() throws {
+        let bed = try SSHBed(2, logLevels: [0: "DEBUG1"])
+        defer { bed.stop() }
+        let bastion = bed.runners[0], target = bed.runners[1]
+        try """
+            Host behind
+              HostName \(target.host)
+              Port \(target.port)
+              User root
+              IdentityFile \(bed.key)
+              ProxyCommand ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=\(bed.knownHosts.path) -i \(bed.key) -p \(bastion.port) %r@\(bastion.host) -W %h:%p
+
+            """.write(to: bed.home.appendingPathComponent(".ssh/config"), atomically: true, encoding: .utf8)
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.write(".dstack/hosts.yaml", "runners:\n  - name: pc\n    host: behind\n    workdir: \(bed.directory.path)/work-pc\n")
+        let probe = try box.dstack(["runners", "--json"], environment: bed.environment)
+        #expect(probe.stdout.contains("\"reachable\" : true"), "\(probe.output)")
+        let log = try String(contentsOf: bed.directory.appendingPathComponent("runner-1/sshd.log"), encoding: .utf8)
+        #expect(log.contains("target \(target.host) port \(target.port)"), "the bastion forwarded it")
+    }
+}

@@ -500,7 +500,6 @@ struct InventoryExampleTests {
                            identityFiles: ["/home/me/.ssh/lab_ed25519"], workdir: "/scratch/dstack", maxJobs: 2),
         ])
         #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack"])
-        #expect(throws: Never.self) { try parsed.requireDirectConnections(runners) }
     }
 }
 
@@ -584,7 +583,7 @@ struct InventoryResolutionTests {
         #expect(loginRelativePath(path) == expected)
     }
 
-    @Test("ProxyJump from ~/.ssh/config resolves into hops; ProxyCommand alone is still refused with what to do instead")
+    @Test("ProxyJump from ~/.ssh/config resolves into hops; a ProxyCommand gets its tokens expanded")
     func proxyJump() throws {
         let parsed = try inventory("""
             runners:
@@ -617,17 +616,10 @@ struct InventoryResolutionTests {
                         identityFiles: ["/home/me/.ssh/id_ed25519", "/home/me/.ssh/id_ecdsa", "/home/me/.ssh/id_rsa"]),
         ])
         #expect(runners.map(\.proxyCommand) == [nil, nil, "ssh -W %h:%p bastion"])
-        #expect(throws: Never.self) { try parsed.requireDirectConnections([runners[0], runners[1]]) }
-        do {
-            try parsed.requireDirectConnections(runners)
-            Issue.record("expected the runner behind a ProxyCommand to be refused")
-        } catch {
-            #expect(error.description == """
-                hosts.yaml:7:11: error: runner 'gpu-3' reaches 'lab-gpu-3' through ProxyCommand 'ssh -W %h:%p bastion' (set in ~/.ssh/config), which dstack does not support yet; set 'host:' to an address this machine reaches directly, or keep an SSH tunnel open (for example 'ssh -N -L 2222:localhost:22 lab-gpu-3', or a LocalForward in ~/.ssh/config) and set 'host: 127.0.0.1' and 'port: 2222'
-                    host: lab-gpu-3
-                          ^
-                """)
-        }
+        #expect(runners[2].expandedProxyCommand(home: "/h", localUser: "me") == "ssh -W lab-gpu-3:22 bastion")
+        #expect(ResolvedRunner(name: "t", host: Located("alias", at: Mark(line: 1, column: 1), in: "h"), hostname: "10.0.0.9", port: 2200, user: "ops", identityFiles: [],
+                               workdir: "w", proxyCommand: "connect %h %p %r %n %% %x")
+            .expandedProxyCommand(home: "/h", localUser: "me") == "connect 10.0.0.9 2200 ops alias % %x")
     }
 
     @Test("proxy_jump: the runner's, then ~/.ssh/config's, then defaults'; 'none' is direct")

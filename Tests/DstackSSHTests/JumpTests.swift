@@ -100,3 +100,44 @@ struct JumpTests {
     }
 }
 
+
+/// ProxyCommand: the command's stdin/stdout carry the connection. Runner 1 is the bastion; OpenSSH's own
+/// `ssh -W` through it reaches runner 2.
+@Suite("ProxyCommand", .serialized, .testbed(runners: 2, logLevels: [1: "DEBUG1"]))
+struct ProxyCommandTests {
+    @Test("ssh -W through the bastion as ProxyCommand: commands run, and the bastion forwarded the connection")
+    func throughSSHW() async throws {
+        let bed = try testbed()
+        let bastion = bed.runners[0], target = bed.runners[1]
+        var options = bed.options(1)
+        options.proxyCommand = "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile=\(shellQuote(bed.knownHosts)) -i \(shellQuote(bed.clientKey)) -p \(bastion.port) \(bastion.host) -W \(target.host):\(target.port)"
+        let session = try await SSHSession.connect(options)
+        let result = try await session.exec("echo through")
+        #expect(result.stdoutText == "through\n")
+        let payload = Data((0..<(4 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 13) })
+        #expect(try await session.exec("cat", stdin: payload).stdout == payload)
+        await session.close()
+        let log = try String(contentsOfFile: bastion.folder + "/sshd.log", encoding: .utf8)
+        #expect(log.contains("target \(target.host) port \(target.port)"))
+    }
+
+    @Test("a ProxyCommand that fails: the error names it and carries its stderr")
+    func failing() async throws {
+        var options = try testbed().options(1)
+        options.proxyCommand = "sh -c 'echo proxy says no >&2; exit 3'"
+        do {
+            let session = try await SSHSession.connect(options)
+            await session.close()
+            Issue.record("connected through a failing ProxyCommand")
+        } catch let error as SSHError {
+            guard case let .proxyCommandFailed(command, _, stderr, _) = error else {
+                Issue.record("expected a ProxyCommand failure, got \(error)")
+                return
+            }
+            #expect(command == "sh -c 'echo proxy says no >&2; exit 3'")
+            #expect(stderr == "proxy says no")
+            #expect("\(error)".hasPrefix("cannot reach \(options.hostKeyName) through ProxyCommand 'sh -c 'echo proxy says no >&2; exit 3'': "))
+            #expect("\(error)".hasSuffix("(its stderr: proxy says no)"))
+        }
+    }
+}
