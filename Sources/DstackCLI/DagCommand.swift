@@ -43,6 +43,7 @@ extension DstackCommand {
 
         struct Entry: Encodable {
             let name: String
+            let via: [String]
             let reachable: Bool
             let error: String?
             let info: RunnerInfo?
@@ -50,6 +51,7 @@ extension DstackCommand {
             func encode(to encoder: Encoder) throws {
                 var c = encoder.container(keyedBy: CodingKeys.self)
                 try c.encode(name, forKey: .name)
+                try c.encode(via, forKey: .via)
                 try c.encode(reachable, forKey: .reachable)
                 try c.encode(error, forKey: .error)
                 try c.encode(info?.os, forKey: .os)
@@ -65,7 +67,7 @@ extension DstackCommand {
             }
 
             enum CodingKeys: String, CodingKey {
-                case name, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy, pythons
+                case name, via, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy, pythons
             }
         }
 
@@ -73,20 +75,21 @@ extension DstackCommand {
             try await global.withWorkspace { workspace in
                 let entries = await workspace.probePool().map { runner, result in
                     switch result {
-                    case .success(let info): return Entry(name: runner.name, reachable: true, error: nil, info: info)
-                    case .failure(let error): return Entry(name: runner.name, reachable: false, error: "\(error)", info: nil)
+                    case .success(let info): return Entry(name: runner.name, via: workspace.via(runner), reachable: true, error: nil, info: info)
+                    case .failure(let error): return Entry(name: runner.name, via: workspace.via(runner), reachable: false, error: "\(error)", info: nil)
                     }
                 }
                 if json { try Terminal.json(entries); return }
                 var rows: [[String]] = []
                 for e in entries {
+                    let name = e.via.isEmpty ? e.name : "\(e.name) via \(e.via.joined(separator: ","))"
                     guard let info = e.info else {
-                        rows.append([e.name, "unreachable", e.error ?? "", "", "", "", "", "", ""])
+                        rows.append([name, "unreachable", e.error ?? "", "", "", "", "", "", ""])
                         continue
                     }
                     let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
                     let busy = info.locks.filter { $0.hasPrefix("slot-") }.count
-                    rows.append([e.name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, info.engine ?? "-",
+                    rows.append([name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, info.engine ?? "-",
                                  info.diskFree.map(formatBytes) ?? "-", "\(busy)/\(info.maxJobs)"])
                 }
                 Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "ENGINE", "DISK FREE", "BUSY"], rows))

@@ -29,15 +29,11 @@ enum RunnerInventory {
         let display = url.path.hasPrefix(rootPath) ? String(url.path.dropFirst(rootPath.count)) : url.path
         let inventory = try Inventory.parse(SourceFile(displayName: display, text: text))
 
-        let configURL = URL(fileURLWithPath: home).appendingPathComponent(".ssh/config")
-        let sshConfig = try (try? String(contentsOf: configURL, encoding: .utf8)).map {
-            try SSHConfig.parse(text: $0, displayName: "~/.ssh/config")
-        }
         let localUser = env["USER"] ?? env["LOGNAME"] ?? NSUserName()
-        let resolved = inventory.resolve(sshConfig: sshConfig, home: home, localUser: localUser)
-        try inventory.requireDirectConnections(resolved)
+        let lookup = SSHConfigLookup.standard(environment: env, home: home, localUser: localUser)
+        let resolved = try resolveThrowing(inventory, lookup: lookup, home: home, localUser: localUser)
 
-        let knownHosts = env["DSTACK_KNOWN_HOSTS"] ?? "\(home)/.ssh/known_hosts"
+        let defaultKnownHosts = env["DSTACK_KNOWN_HOSTS"] ?? "\(home)/.ssh/known_hosts"
         // With an agent running, the key is usually in it: no prompt then (the agent is tried first anyway).
         let agent = !(env["SSH_AUTH_SOCK"] ?? "").isEmpty
         let passphrase = env["DSTACK_SSH_PASSPHRASE"] ?? (agent ? nil : promptForPassphrase(resolved.flatMap(\.identityFiles)))
@@ -45,8 +41,24 @@ enum RunnerInventory {
             var ssh = SSHOptions(host: runner.hostname, port: runner.port, user: runner.user,
                                  identityFiles: runner.identityFiles.filter { FileManager.default.fileExists(atPath: $0) },
                                  passphrase: passphrase, agentSocket: env["SSH_AUTH_SOCK"],
-                                 knownHostsFile: knownHosts, acceptNewHostKeys: options.acceptNewHostKeys)
-            ssh.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? 10))
+                                 knownHostsFile: env["DSTACK_KNOWN_HOSTS"] ?? runner.knownHostsFile ?? defaultKnownHosts,
+                                 acceptNewHostKeys: options.acceptNewHostKeys)
+            ssh.identitiesOnly = runner.identitiesOnly
+            ssh.proxyCommand = runner.expandedProxyCommand(home: home, localUser: localUser)
+            // Jump hosts (ProxyJump): each a full host, checked against the same known_hosts unless its config names one.
+            ssh.jumpHosts = runner.jumps.map { hop in
+                var jump = SSHOptions(host: hop.hostname, port: hop.port, user: hop.user,
+                                      identityFiles: hop.identityFiles.filter { FileManager.default.fileExists(atPath: $0) },
+                                      passphrase: passphrase, agentSocket: env["SSH_AUTH_SOCK"],
+                                      knownHostsFile: env["DSTACK_KNOWN_HOSTS"] ?? hop.knownHostsFile ?? defaultKnownHosts,
+                                      acceptNewHostKeys: options.acceptNewHostKeys)
+                jump.label = hop.name
+                jump.identitiesOnly = hop.identitiesOnly
+                jump.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? 10))
+                return jump
+            }
+            ssh.connectTimeout = .seconds(Int64(env["DSTACK_CONNECT_TIMEOUT"].flatMap(Int.init) ?? runner.connectTimeout ?? 10))
+            if let interval = runner.serverAliveInterval { ssh.keepaliveInterval = .seconds(Int64(interval)) }
             var resources: Resources?
             if let r = runner.resources {
                 resources = Resources(gpu: r.gpuCount?.value ?? 0, gpuName: r.gpuName?.value, gpuMemory: r.gpuMemory?.value,
@@ -60,6 +72,16 @@ enum RunnerInventory {
             config.lostTimeout = .milliseconds(Int64((env["DSTACK_LOST_TIMEOUT"].flatMap(Double.init) ?? 60) * 1000))
             return SSHRunner(config)
         }
+    }
+
+    /// The inventory's runners resolved with `lookup`, whose errors (a config `ssh -G` refuses) come through.
+    static func resolveThrowing(_ inventory: Inventory, lookup: SSHConfigLookup, home: String, localUser: String) throws -> [ResolvedRunner] {
+        var failure: (any Error)?
+        let resolved = inventory.resolve(sshConfigName: lookup.exists ? lookup.displayName : nil, home: home, localUser: localUser) { alias in
+            do { return try lookup.settings(for: alias) } catch { failure = failure ?? error; return SSHHostConfig() }
+        }
+        if let failure { throw failure }
+        return resolved
     }
 
     /// Asks for the passphrase of the first encrypted identity file, once, when standard input is a terminal;

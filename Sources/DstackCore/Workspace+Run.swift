@@ -82,6 +82,11 @@ extension Workspace {
         return plan
     }
 
+    /// The jump hosts `runner` is reached through, in order (ProxyJump); empty for a direct or local runner.
+    public func via(_ runner: any Runner) -> [String] {
+        (runner as? SSHRunner)?.config.ssh.via ?? []
+    }
+
     /// How many runners are probed at once: each holds a socket and a session thread while it connects.
     static let probeConcurrency = 128
 

@@ -2,10 +2,10 @@ extension Inventory {
     /// The keys a hosts inventory may hold at its top level.
     public static let keys = ["defaults", "runners"]
     /// The keys `defaults:` may hold.
-    public static let defaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels"]
+    public static let defaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels", "proxy_jump"]
     /// The keys a runner may hold.
     public static let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels",
-                                    "resources"]
+                                    "resources", "proxy_jump"]
 
     /// Parses and validates a hosts inventory; every problem found is reported at once, in file order, each with
     /// its location, the line and a caret.
@@ -83,8 +83,10 @@ extension Inventory {
                 r.error(keyNode.mark, "unknown key '\(key)' in 'defaults'\(didYouMean(key, defaultsKeys))")
             }
         }
-        return InventoryDefaults(user: fields.user, port: fields.port, identityFiles: fields.identityFiles,
-                                 workdir: fields.workdir, maxJobs: fields.maxJobs, labels: fields.labels)
+        var defaults = InventoryDefaults(user: fields.user, port: fields.port, identityFiles: fields.identityFiles,
+                                         workdir: fields.workdir, maxJobs: fields.maxJobs, labels: fields.labels)
+        defaults.proxyJump = fields.proxyJump
+        return defaults
     }
 
     private static func parseRunner(_ node: Node, _ r: inout NodeReader) -> RunnerSpec? {
@@ -130,9 +132,11 @@ extension Inventory {
             r.error(node.mark, "\(label) is missing 'host' (an address, a host name or a Host alias of ~/.ssh/config)")
         }
         guard let name, let host else { return nil }
-        return RunnerSpec(name: name, host: host, user: fields.user, port: fields.port,
-                          identityFiles: fields.identityFiles, workdir: fields.workdir, maxJobs: fields.maxJobs,
-                          labels: fields.labels, resources: resources)
+        var spec = RunnerSpec(name: name, host: host, user: fields.user, port: fields.port,
+                              identityFiles: fields.identityFiles, workdir: fields.workdir, maxJobs: fields.maxJobs,
+                              labels: fields.labels, resources: resources)
+        spec.proxyJump = fields.proxyJump
+        return spec
     }
 
     private static func parseResourceOverride(_ node: Node, _ r: inout NodeReader) -> ResourceOverride? {
@@ -170,6 +174,7 @@ private struct SharedFields {
     var workdir: Located<String>?
     var maxJobs: Located<Int>?
     var labels: [Located<String>] = []
+    var proxyJump: Located<String>?
 
     mutating func read(_ key: String, _ value: Node, _ r: inout NodeReader) {
         switch key {
@@ -196,6 +201,11 @@ private struct SharedFields {
             }
         case "max_jobs":
             maxJobs = r.integer(value, what: "'max_jobs'", minimum: 1)
+        case "proxy_jump":
+            proxyJump = r.nonEmptyString(value, what: "'proxy_jump'")
+            if let jump = proxyJump, case .failure(let problem) = JumpHop.parseChain(jump.value) {
+                r.error(value.mark, "proxy_jump '\(jump.value)': \(problem.message)")
+            }
         default:
             labels = r.stringList(value, what: "'labels'") ?? []
             for label in labels where !isValidRunnerName(label.value) {

@@ -43,6 +43,9 @@ public struct InventoryDefaults: Sendable, Hashable {
     public var maxJobs: Located<Int>?
     /// Labels every runner carries.
     public var labels: [Located<String>]
+    /// Jump hosts (`proxy_jump:`, OpenSSH's ProxyJump syntax) for runners that neither set one nor get one from
+    /// ~/.ssh/config.
+    public var proxyJump: Located<String>?
 
     /// Creates defaults; every value is optional.
     public init(user: Located<String>? = nil, port: Located<Int>? = nil, identityFiles: [Located<String>]? = nil,
@@ -76,6 +79,8 @@ public struct RunnerSpec: Sendable, Hashable {
     public var labels: [Located<String>]
     /// What to believe instead of what probing the runner finds.
     public var resources: ResourceOverride?
+    /// Jump hosts (`proxy_jump:`): `[user@]host[:port]`, comma-separated, or `none`.
+    public var proxyJump: Located<String>?
 
     /// Creates a runner entry; only `name` and `host` are required.
     public init(name: Located<String>, host: Located<String>, user: Located<String>? = nil, port: Located<Int>? = nil,
@@ -139,12 +144,22 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var labels: [String]
     /// What to believe instead of what probing finds, if anything.
     public var resources: ResourceOverride?
-    /// The ProxyJump that ~/.ssh/config sets for this host, which dstack cannot follow yet.
+    /// The ProxyJump in effect (the runner's `proxy_jump`, else ~/.ssh/config's, else `defaults`), as written.
     public var proxyJump: String?
+    /// The jump hosts, in the order they are reached (the first directly), each resolved like a runner.
+    public var jumps: [ResolvedHop] = []
     /// The ProxyCommand that ~/.ssh/config sets for this host, which dstack cannot run yet.
     public var proxyCommand: String?
     /// The name of the ssh config the proxy settings came from, for messages.
     var sshConfigName = "~/.ssh/config"
+    /// Whether only the identity files' keys are offered, not the agent's others (IdentitiesOnly in ~/.ssh/config).
+    public var identitiesOnly = false
+    /// The known_hosts file ~/.ssh/config names (its first UserKnownHostsFile), expanded; nil means the default.
+    public var knownHostsFile: String?
+    /// Seconds the connection may take (ConnectTimeout in ~/.ssh/config); nil means dstack's default.
+    public var connectTimeout: Int?
+    /// Seconds between keepalives (ServerAliveInterval in ~/.ssh/config); nil means dstack's default.
+    public var serverAliveInterval: Int?
 
     /// Creates a resolved runner.
     public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
@@ -167,21 +182,12 @@ public struct ResolvedRunner: Sendable, Hashable {
     /// `workdir` as a path the remote side can use without a shell expanding `~` (see `loginRelativePath(_:)`).
     public var remoteWorkdir: String { loginRelativePath(workdir) }
 
-    /// Why dstack cannot connect to this runner yet (it needs a proxy), or nil when it connects directly.
-    public var unsupportedConnection: String? {
-        let what: String
-        if let proxyJump {
-            what = "ProxyJump '\(proxyJump)'"
-        } else if let proxyCommand {
-            what = "ProxyCommand '\(proxyCommand)'"
-        } else {
-            return nil
+    /// The ProxyCommand with its tokens (`%h %p %r %n %%`) expanded for this runner, if one carries it.
+    public func expandedProxyCommand(home: String, localUser: String) -> String? {
+        proxyCommand.map {
+            SSHExpansion(alias: host.value, hostName: hostname, remoteUser: user, localUser: localUser, port: port, home: home)
+                .expandProxyCommand($0)
         }
-        // Tunnelling through the alias itself lets ssh follow the proxy, whichever kind it is.
-        return "runner '\(name)' reaches '\(host.value)' through \(what) (set in \(sshConfigName)), which dstack does not support yet; "
-            + "set 'host:' to an address this machine reaches directly, or keep an SSH tunnel open (for example "
-            + "'ssh -N -L 2222:localhost:\(port) \(host.value)', or a LocalForward in \(sshConfigName)) "
-            + "and set 'host: 127.0.0.1' and 'port: 2222'"
     }
 }
 
@@ -196,11 +202,19 @@ extension Inventory {
     /// then the built-in default (port 22, `localUser`, the usual keys, `~/.dstack-runner`).
     ///
     /// Identity files get a leading `~` replaced by `home`; those from ~/.ssh/config also get OpenSSH's `%` tokens.
-    /// Runners that need ProxyJump or ProxyCommand resolve too; `requireDirectConnections(_:)` rejects them.
     public func resolve(sshConfig: SSHConfig?, home: String, localUser: String) -> [ResolvedRunner] {
+        resolve(sshConfigName: sshConfig?.displayName, home: home, localUser: localUser) { alias in
+            sshConfig?.resolve(host: alias, localUser: localUser) ?? SSHHostConfig()
+        }
+    }
+
+    /// Decides every runner's settings as `resolve(sshConfig:home:localUser:)` does, with `lookup` giving the
+    /// ~/.ssh/config settings of a host (from `ssh -G` or the built-in parser) and `sshConfigName` naming the file.
+    public func resolve(sshConfigName: String?, home: String, localUser: String,
+                        lookup: (String) -> SSHHostConfig) -> [ResolvedRunner] {
         runners.map { spec in
             let alias = spec.host.value
-            let ssh = sshConfig?.resolve(host: alias) ?? SSHHostConfig()
+            let ssh = lookup(alias)
             let hostname = ssh.hostName ?? alias
             let user = spec.user?.value ?? ssh.user ?? defaults.user?.value ?? localUser
             let port = spec.port?.value ?? ssh.port ?? defaults.port?.value ?? 22
@@ -220,22 +234,146 @@ extension Inventory {
             for label in (defaults.labels + spec.labels).map(\.value) where !labels.contains(label) {
                 labels.append(label)
             }
+            // The runner's own proxy_jump, then ~/.ssh/config's ProxyJump (or ProxyCommand), then defaults'.
+            let jumpText: String?
+            var proxyCommand = ssh.proxyCommand
+            if let own = spec.proxyJump?.value {
+                jumpText = own
+                proxyCommand = nil
+            } else if ssh.proxyJump != nil || ssh.proxyCommand != nil {
+                jumpText = ssh.proxyJump
+            } else {
+                jumpText = defaults.proxyJump?.value
+            }
+            let chain = jumpText.flatMap { try? JumpHop.parseChain($0).get() } ?? []
             var runner = ResolvedRunner(
                 name: spec.name.value, host: spec.host, hostname: hostname, port: port, user: user,
                 identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? Self.defaultWorkdir,
                 maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
-                proxyJump: ssh.proxyJump, proxyCommand: ssh.proxyCommand)
-            if let sshConfig { runner.sshConfigName = sshConfig.displayName }
+                proxyJump: chain.isEmpty ? nil : jumpText, proxyCommand: chain.isEmpty ? proxyCommand : nil)
+            runner.jumps = chain.map { $0.resolve(home: home, localUser: localUser, lookup: lookup) }
+            if let sshConfigName { runner.sshConfigName = sshConfigName }
+            let expansionForFiles = expansion
+            runner.identitiesOnly = ssh.identitiesOnly ?? false
+            runner.knownHostsFile = ssh.userKnownHostsFiles.first.map { expansionForFiles.expandPath($0) }
+            runner.connectTimeout = ssh.connectTimeout.flatMap { $0 > 0 ? $0 : nil }
+            runner.serverAliveInterval = ssh.serverAliveInterval.flatMap { $0 > 0 ? $0 : nil }
             return runner
         }
     }
+}
 
-    /// Throws one diagnostic per runner of `runners` that needs a proxy to be reached, each pointing at its `host:`.
-    public func requireDirectConnections(_ runners: [ResolvedRunner]) throws(ConfigError) {
-        let problems = runners.compactMap { runner in
-            runner.unsupportedConnection.map { diagnostic(runner.host, $0) }
+/// One hop of a ProxyJump as written: `[user@]host[:port]` or `ssh://[user@]host[:port]`.
+public struct JumpHop: Sendable, Hashable {
+    /// The user given before `@`, if any.
+    public var user: String?
+    /// The host: an address, a host name or a Host alias of ~/.ssh/config.
+    public var host: String
+    /// The port given after `:`, if any.
+    public var port: Int?
+
+    /// Creates a hop.
+    public init(user: String? = nil, host: String, port: Int? = nil) {
+        self.user = user
+        self.host = host
+        self.port = port
+    }
+
+    /// Why a ProxyJump value cannot be read.
+    public struct Problem: Error, Sendable, Hashable {
+        /// What is wrong and what to write instead.
+        public var message: String
+    }
+
+    /// Reads a ProxyJump value as OpenSSH does: hops separated by commas, each `[user@]host[:port]` (an IPv6
+    /// address in brackets) or an `ssh://` URI; `none` is no hops.
+    public static func parseChain(_ text: String) -> Result<[JumpHop], Problem> {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        if trimmed == "none" { return .success([]) }
+        var hops: [JumpHop] = []
+        for part in trimmed.split(separator: ",", omittingEmptySubsequences: false) {
+            var rest = Substring(part.trimmingCharacters(in: .whitespaces))
+            if rest.hasPrefix("ssh://") { rest = rest.dropFirst(6) }
+            var hop = JumpHop(host: "")
+            if let at = rest.lastIndex(of: "@") {
+                hop.user = String(rest[..<at])
+                rest = rest[rest.index(after: at)...]
+                if hop.user?.isEmpty == true { return .failure(Problem(message: "a hop has an empty user before '@'")) }
+            }
+            if rest.hasPrefix("[") {
+                guard let close = rest.firstIndex(of: "]") else { return .failure(Problem(message: "'[' without ']' in '\(part)'")) }
+                hop.host = String(rest[rest.index(after: rest.startIndex)..<close])
+                rest = rest[rest.index(after: close)...]
+                if rest.hasPrefix(":") {
+                    guard let port = Int(rest.dropFirst()), (1...65535).contains(port) else {
+                        return .failure(Problem(message: "the port in '\(part)' must be a number from 1 to 65535"))
+                    }
+                    hop.port = port
+                } else if !rest.isEmpty {
+                    return .failure(Problem(message: "unexpected '\(rest)' after ']' in '\(part)'"))
+                }
+            } else if let colon = rest.lastIndex(of: ":") {
+                hop.host = String(rest[..<colon])
+                guard let port = Int(rest[rest.index(after: colon)...]), (1...65535).contains(port) else {
+                    return .failure(Problem(message: "the port in '\(part)' must be a number from 1 to 65535"))
+                }
+                hop.port = port
+            } else {
+                hop.host = String(rest)
+            }
+            guard !hop.host.isEmpty, !hop.host.contains(where: { $0 == " " || $0 == "/" }) else {
+                return .failure(Problem(message: "'\(part)' is not [user@]host[:port]; separate hops with ','"))
+            }
+            hops.append(hop)
         }
-        guard problems.isEmpty else { throw ConfigError(problems) }
+        return .success(hops)
+    }
+
+    /// The hop with its settings decided like a runner's: what the hop says, then ~/.ssh/config for its host
+    /// (from `lookup`), then the built-in defaults (the inventory's `defaults` are for runners, not jump hosts).
+    public func resolve(home: String, localUser: String, lookup: (String) -> SSHHostConfig) -> ResolvedHop {
+        let ssh = lookup(host)
+        let hostname = ssh.hostName ?? host
+        let user = self.user ?? ssh.user ?? localUser
+        let port = self.port ?? ssh.port ?? 22
+        let expansion = SSHExpansion(alias: host, hostName: hostname, remoteUser: user, localUser: localUser,
+                                     port: port, home: home)
+        let files = ssh.identityFiles.isEmpty
+            ? Inventory.defaultIdentityFiles.map { expandingTilde($0, home: home) }
+            : ssh.expandedIdentityFiles(expansion)
+        return ResolvedHop(name: host, hostname: hostname, port: port, user: user, identityFiles: files,
+                           identitiesOnly: ssh.identitiesOnly ?? false,
+                           knownHostsFile: ssh.userKnownHostsFiles.first.map { expansion.expandPath($0) })
+    }
+}
+
+/// A jump host with every setting decided.
+public struct ResolvedHop: Sendable, Hashable {
+    /// The host as written in the ProxyJump (an alias or an address), for messages and `via`.
+    public var name: String
+    /// The address to connect to.
+    public var hostname: String
+    /// The sshd port.
+    public var port: Int
+    /// The login user.
+    public var user: String
+    /// Private keys to try after the agent, expanded.
+    public var identityFiles: [String]
+    /// Whether only the identity files' keys are offered.
+    public var identitiesOnly: Bool
+    /// The known_hosts file ~/.ssh/config names for it, if any.
+    public var knownHostsFile: String?
+
+    /// Creates a resolved hop.
+    public init(name: String, hostname: String, port: Int, user: String, identityFiles: [String],
+                identitiesOnly: Bool = false, knownHostsFile: String? = nil) {
+        self.name = name
+        self.hostname = hostname
+        self.port = port
+        self.user = user
+        self.identityFiles = identityFiles
+        self.identitiesOnly = identitiesOnly
+        self.knownHostsFile = knownHostsFile
     }
 }
 

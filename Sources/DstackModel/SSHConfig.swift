@@ -1,9 +1,12 @@
 /// An OpenSSH client configuration (~/.ssh/config) read the way `ssh` reads it, for the settings dstack uses.
 ///
 /// Supported: `Host` blocks (several patterns per line, `*`, `?`, `!negation`, matched case-insensitively), settings
-/// before the first `Host` applying to every host, case-insensitive keywords, `Key value` and `Key=value`, single and
-/// double quotes with `\` escapes, and `#` comments. Not supported: `Match` blocks (their settings are skipped, as if
-/// they never matched) and `Include` (ignored: settings in included files are not seen); `${VAR}` is not expanded.
+/// before the first `Host` applying to every host, `Match` with `all`, `host`, `originalhost`, `user`, `localuser`,
+/// `canonical`, `final` and `!` before a criterion (pattern lists with `,` and `!`), `Include` (through the reader
+/// given to `parse`; an included file starts in the including block's state, which is restored after it), a second
+/// pass when `Match final` is present, case-insensitive keywords, `Key value` and `Key=value`, single and double
+/// quotes with `\` escapes, and `#` comments. `Match exec` never matches here (this type runs nothing; dstack asks
+/// `ssh -G` wherever an `ssh` client is installed), and `CanonicalizeHostname` is not applied.
 public struct SSHConfig: Sendable, Hashable {
     /// One `keyword arguments` line.
     struct Line: Sendable, Hashable {
@@ -15,31 +18,60 @@ public struct SSHConfig: Sendable, Hashable {
         var rest: String
     }
 
-    /// What decides whether a block's lines apply.
-    enum Condition: Sendable, Hashable {
-        /// Lines before the first `Host` or `Match`: every host.
-        case always
-        /// `Host` patterns.
-        case host([String])
-        /// A `Match` block: never applied.
-        case match
+    /// One criterion of a `Match` line.
+    struct Criterion: Sendable, Hashable {
+        /// `all`, `host`, `originalhost`, `user`, `localuser`, `canonical`, `final` or `exec`.
+        var attribute: String
+        /// Written with a leading `!`.
+        var negated: Bool
+        /// The pattern list (or command), empty for `all`, `canonical` and `final`.
+        var argument: String
     }
 
-    /// A run of lines under one condition.
-    struct Block: Sendable, Hashable {
-        var condition: Condition
-        var lines: [Line] = []
+    /// One entry of a file, in order.
+    indirect enum Entry: Sendable, Hashable {
+        /// A `Host` line: the patterns that decide whether the lines after it apply.
+        case host([String])
+        /// A `Match` line: its criteria.
+        case match([Criterion])
+        /// A setting.
+        case setting(Line)
+        /// An `Include`: the files it named, each parsed, in the order `glob` sorts them.
+        case include([SSHConfig])
+    }
+
+    /// A file that `Include` names: its name for messages and its text.
+    public struct IncludedFile: Sendable, Hashable {
+        /// The path, for messages.
+        public var displayName: String
+        /// The file's text.
+        public var text: String
+
+        /// Creates an included file.
+        public init(displayName: String, text: String) {
+            self.displayName = displayName
+            self.text = text
+        }
     }
 
     /// The name errors and messages use for the file.
     public var displayName: String
-    var blocks: [Block]
+    var entries: [Entry]
 
     /// Parses the text of an ssh config; the lines `ssh` itself would refuse (an unclosed quote, a keyword without a
-    /// value, a bad `Port`) are errors, other keywords are kept without being checked.
-    public static func parse(text: String, displayName: String = "~/.ssh/config") throws(ConfigError) -> SSHConfig {
+    /// value, a bad `Port`, an unknown `Match` criterion) are errors, other keywords are kept without being checked.
+    ///
+    /// `include` turns one argument of an `Include` line into the files it names (tilde, `~/.ssh`-relative paths and
+    /// globs are the caller's business: this type does no I/O); without one, `Include` lines are ignored.
+    public static func parse(text: String, displayName: String = "~/.ssh/config",
+                             include: ((String) throws(ConfigError) -> [IncludedFile])? = nil) throws(ConfigError) -> SSHConfig {
+        try parse(text: text, displayName: displayName, include: include, depth: 0)
+    }
+
+    private static func parse(text: String, displayName: String, include: ((String) throws(ConfigError) -> [IncludedFile])?,
+                              depth: Int) throws(ConfigError) -> SSHConfig {
         let source = SourceFile(displayName: displayName, text: text)
-        var blocks = [Block(condition: .always)]
+        var entries: [Entry] = []
         var diagnostics: [Diagnostic] = []
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r\n" || $0 == "\r" }
         for (index, lineText) in lines.enumerated() {
@@ -81,58 +113,241 @@ public struct SSHConfig: Sendable, Hashable {
             let line = Line(keyword: keyword, arguments: arguments.map(\.text), rest: rest)
             switch keyword {
             case "host":
-                blocks.append(Block(condition: .host(arguments.map(\.text))))
+                entries.append(.host(arguments.map(\.text)))
             case "match":
-                blocks.append(Block(condition: .match))
+                switch parseCriteria(arguments) {
+                case .success(let criteria): entries.append(.match(criteria))
+                case .failure(let problem): fail(problem.offset, problem.message)
+                }
+            case "include":
+                guard let include else { continue }
+                guard depth < 16 else {
+                    fail(keywordStart, "Include nested more than 16 deep; look for a file that includes itself")
+                    continue
+                }
+                var files: [SSHConfig] = []
+                for argument in arguments {
+                    do {
+                        for file in try include(argument.text) {
+                            files.append(try parse(text: file.text, displayName: file.displayName, include: include,
+                                                   depth: depth + 1))
+                        }
+                    } catch {
+                        diagnostics += error.diagnostics
+                    }
+                }
+                entries.append(.include(files))
             case "port":
                 if parsePort(first.text) == nil {
                     fail(first.offset, "'\(written)' must be a number from 1 to 65535, got '\(first.text)'")
                     continue
                 }
-                blocks[blocks.count - 1].lines.append(line)
+                entries.append(.setting(line))
             default:
-                blocks[blocks.count - 1].lines.append(line)
+                entries.append(.setting(line))
             }
         }
         guard diagnostics.isEmpty else { throw ConfigError(diagnostics) }
-        return SSHConfig(displayName: displayName, blocks: blocks.filter { !$0.lines.isEmpty })
+        return SSHConfig(displayName: displayName, entries: entries)
     }
 
     /// The settings for `host` as `ssh host` would use them: the first value obtained for a keyword wins, in file
     /// order across every matching block (so a trailing `Host *` supplies defaults), and IdentityFile accumulates.
     ///
-    /// HostName has `%h` and `%%` expanded; identity files are returned as written (see `expandedIdentityFiles`).
-    public func resolve(host: String) -> SSHHostConfig {
-        var out = SSHHostConfig()
-        var proxyDecided = false
-        for block in blocks where block.applies(to: host) {
-            for line in block.lines {
-                let value = line.arguments[0]
-                switch line.keyword {
-                case "hostname":
-                    if out.hostName == nil { out.hostName = expandHostName(value, host: host) }
-                case "user":
-                    if out.user == nil { out.user = value }
-                case "port":
-                    if out.port == nil { out.port = parsePort(value) }
-                case "identityfile":
-                    if !out.identityFiles.contains(value) { out.identityFiles.append(value) }
-                case "proxyjump", "proxycommand":
-                    // OpenSSH keeps whichever of the two comes first; `none` is a value too, and means no proxy.
-                    guard !proxyDecided else { continue }
-                    proxyDecided = true
-                    if line.keyword == "proxyjump" {
-                        out.proxyJump = value == "none" ? nil : value
-                    } else {
-                        out.proxyCommand = line.rest == "none" ? nil : line.rest
-                    }
-                default:
-                    continue
-                }
+    /// `Match user` compares the user obtained so far, else `localUser`. HostName has `%h` and `%%` expanded;
+    /// identity files and known_hosts files are returned as written (see `expandedIdentityFiles`).
+    public func resolve(host: String, localUser: String = "") -> SSHHostConfig {
+        var state = Resolution(alias: host.lowercased(), localUser: localUser)
+        state.run(entries, active: true, neverMatch: false)
+        if state.wantFinalPass {
+            // As ssh does: read everything again, `canonical`/`final` now matching and `Host` seeing the HostName.
+            state.final = true
+            state.target = (state.out.hostName ?? host).lowercased()
+            state.run(entries, active: true, neverMatch: false)
+        }
+        return state.out
+    }
+}
+
+/// The state of one resolution: what has been obtained so far and what `Match` compares against.
+private struct Resolution {
+    /// The host as given, lowercased (`%h` in HostName, `originalhost`).
+    var alias: String
+    /// What `Host` patterns match: the alias, or in the final pass the HostName.
+    var target: String
+    var localUser: String
+    var final = false
+    var wantFinalPass = false
+    var jumpDecided = false
+    var commandDecided = false
+    var out = SSHHostConfig()
+
+    init(alias: String, localUser: String) {
+        self.alias = alias
+        self.target = alias
+        self.localUser = localUser
+    }
+
+    mutating func run(_ entries: [SSHConfig.Entry], active initial: Bool, neverMatch: Bool) {
+        var active = initial
+        for entry in entries {
+            switch entry {
+            case .host(let patterns):
+                active = !neverMatch && hostLineMatches(patterns, target)
+            case .match(let criteria):
+                var matched = true
+                for criterion in criteria where !evaluate(criterion) { matched = false }
+                active = !neverMatch && matched
+            case .setting(let line):
+                if active { apply(line) }
+            case .include(let files):
+                for file in files { run(file.entries, active: active, neverMatch: neverMatch || !active) }
             }
         }
-        return out
     }
+
+    /// Whether one criterion holds; every criterion is evaluated (so `final` is noticed even after a failing one).
+    mutating func evaluate(_ criterion: SSHConfig.Criterion) -> Bool {
+        let result: Bool
+        switch criterion.attribute {
+        case "all": result = true
+        case "canonical", "final":
+            if criterion.attribute == "final" { wantFinalPass = true }
+            result = final
+        case "host":
+            let hostName = out.hostName.map { $0.lowercased() } ?? alias
+            result = patternListMatches(criterion.argument.lowercased(), hostName)
+        case "originalhost": result = patternListMatches(criterion.argument.lowercased(), alias)
+        case "user": result = patternListMatches(criterion.argument, out.user ?? localUser)
+        case "localuser": result = patternListMatches(criterion.argument, localUser)
+        default: result = false  // exec: this type runs nothing
+        }
+        return result != criterion.negated
+    }
+
+    mutating func apply(_ line: SSHConfig.Line) {
+        let value = line.arguments[0]
+        switch line.keyword {
+        case "hostname":
+            if out.hostName == nil { out.hostName = expandPercentTokens(value, ["%": "%", "h": alias]) }
+        case "user":
+            if out.user == nil { out.user = value }
+        case "port":
+            if out.port == nil { out.port = parsePort(value) }
+        case "identityfile":
+            if !out.identityFiles.contains(value) { out.identityFiles.append(value) }
+        case "identitiesonly":
+            if out.identitiesOnly == nil { out.identitiesOnly = ["yes", "true"].contains(value.lowercased()) }
+        case "userknownhostsfile":
+            if out.userKnownHostsFiles.isEmpty { out.userKnownHostsFiles = line.arguments }
+        case "connecttimeout":
+            if out.connectTimeout == nil { out.connectTimeout = parseSeconds(value) ?? 0 }
+        case "serveraliveinterval":
+            if out.serverAliveInterval == nil { out.serverAliveInterval = parseSeconds(value) ?? 0 }
+        case "proxyjump":
+            // As ssh 9 does: an earlier ProxyJump (even `none`) or ProxyCommand (even `none`) wins.
+            guard !jumpDecided, !commandDecided else { return }
+            jumpDecided = true
+            if value != "none" { out.proxyJump = value }
+        case "proxycommand":
+            // `ProxyJump none` does not stop a later ProxyCommand; a real ProxyJump does.
+            guard !commandDecided, out.proxyJump == nil else { return }
+            commandDecided = true
+            if line.rest != "none" { out.proxyCommand = line.rest }
+        default:
+            return
+        }
+    }
+}
+
+/// A `Match` line that ssh would refuse: where and why.
+private struct MatchProblem: Error {
+    var offset: Int
+    var message: String
+}
+
+/// Reads the criteria of a `Match` line as ssh does: `all` stands alone (or with `canonical`/`final`), the others
+/// take one argument, and a leading `!` negates one.
+private func parseCriteria(_ arguments: [(text: String, offset: Int)]) -> Result<[SSHConfig.Criterion], MatchProblem> {
+    var out: [SSHConfig.Criterion] = []
+    var i = 0
+    while i < arguments.count {
+        let (written, offset) = arguments[i]
+        i += 1
+        let negated = written.hasPrefix("!")
+        let attribute = String(negated ? written.dropFirst() : Substring(written)).lowercased()
+        switch attribute {
+        case "all", "canonical", "final":
+            out.append(.init(attribute: attribute, negated: negated, argument: ""))
+        case "host", "originalhost", "user", "localuser", "exec":
+            guard i < arguments.count else {
+                return .failure(MatchProblem(offset: offset, message: "Match '\(written)' needs an argument"))
+            }
+            out.append(.init(attribute: attribute, negated: negated, argument: arguments[i].text))
+            i += 1
+        default:
+            return .failure(MatchProblem(offset: offset, message:
+                "unsupported Match attribute '\(written)'; use all, canonical, final, exec, host, originalhost, user or localuser"))
+        }
+    }
+    if out.contains(where: { $0.attribute == "all" }),
+       out.contains(where: { !["all", "canonical", "final"].contains($0.attribute) }) {
+        return .failure(MatchProblem(offset: arguments[0].offset, message:
+            "Match 'all' cannot be combined with other criteria (only with canonical or final)"))
+    }
+    return .success(out)
+}
+
+/// OpenSSH's `match_pattern_list`: comma-separated patterns, any `!pattern` that matches refuses, else any
+/// plain one that matches accepts.
+func patternListMatches(_ list: String, _ text: String) -> Bool {
+    var matched = false
+    let name = Array(text)
+    for pattern in list.split(separator: ",") {
+        if pattern.hasPrefix("!") {
+            if globMatches(Array(pattern.dropFirst()), name) { return false }
+        } else if globMatches(Array(pattern), name) {
+            matched = true
+        }
+    }
+    return matched
+}
+
+/// Whether a `Host` line's patterns accept `host`: one of them matches and none of its negated (`!`) ones does.
+private func hostLineMatches(_ patterns: [String], _ host: String) -> Bool {
+    let name = Array(host.lowercased())
+    var matched = false
+    for pattern in patterns {
+        if pattern.hasPrefix("!") {
+            if globMatches(Array(pattern.dropFirst().lowercased()), name) { return false }
+        } else if globMatches(Array(pattern.lowercased()), name) {
+            matched = true
+        }
+    }
+    return matched
+}
+
+/// OpenSSH's time format for ConnectTimeout and ServerAliveInterval: seconds, or numbers with s/m/h/d/w suffixes.
+private func parseSeconds(_ text: String) -> Int? {
+    if let n = Int(text) { return n }
+    var total = 0, number = ""
+    for ch in text.lowercased() {
+        if ch.isNumber { number.append(ch); continue }
+        guard let n = Int(number) else { return nil }
+        let unit: Int
+        switch ch {
+        case "s": unit = 1
+        case "m": unit = 60
+        case "h": unit = 3600
+        case "d": unit = 86400
+        case "w": unit = 604800
+        default: return nil
+        }
+        total += n * unit
+        number = ""
+    }
+    if !number.isEmpty { total += Int(number) ?? 0 }
+    return total
 }
 
 /// The settings ~/.ssh/config gives one host; nil (or empty) where it says nothing.
@@ -149,16 +364,29 @@ public struct SSHHostConfig: Sendable, Hashable {
     public var proxyJump: String?
     /// The command that connects (ProxyCommand), unless `none`.
     public var proxyCommand: String?
+    /// Whether only the identity files are tried, not the agent's other keys (IdentitiesOnly).
+    public var identitiesOnly: Bool?
+    /// The known_hosts files (UserKnownHostsFile), as written.
+    public var userKnownHostsFiles: [String]
+    /// Seconds the connection may take (ConnectTimeout); 0 means the system's own.
+    public var connectTimeout: Int?
+    /// Seconds between keepalives (ServerAliveInterval); 0 means none.
+    public var serverAliveInterval: Int?
 
     /// Creates settings; every value is optional.
     public init(hostName: String? = nil, user: String? = nil, port: Int? = nil, identityFiles: [String] = [],
-                proxyJump: String? = nil, proxyCommand: String? = nil) {
+                proxyJump: String? = nil, proxyCommand: String? = nil, identitiesOnly: Bool? = nil,
+                userKnownHostsFiles: [String] = [], connectTimeout: Int? = nil, serverAliveInterval: Int? = nil) {
         self.hostName = hostName
         self.user = user
         self.port = port
         self.identityFiles = identityFiles
         self.proxyJump = proxyJump
         self.proxyCommand = proxyCommand
+        self.identitiesOnly = identitiesOnly
+        self.userKnownHostsFiles = userKnownHostsFiles
+        self.connectTimeout = connectTimeout
+        self.serverAliveInterval = serverAliveInterval
     }
 
     /// The identity files with a leading `~` and OpenSSH's `%` tokens expanded against `expansion`.
@@ -202,32 +430,15 @@ public struct SSHExpansion: Sendable, Hashable {
         return expandTokens(path)
     }
 
+    /// A ProxyCommand with the tokens OpenSSH expands in it, `%%`, `%h`, `%n`, `%p` and `%r`; others are left.
+    public func expandProxyCommand(_ command: String) -> String {
+        expandPercentTokens(command, ["%": "%", "h": hostName, "n": alias, "p": String(port), "r": remoteUser])
+    }
+
     /// `text` with `%%`, `%d`, `%h`, `%n`, `%p`, `%r` and `%u` expanded; other `%` tokens are left as written.
     public func expandTokens(_ text: String) -> String {
         expandPercentTokens(text, ["%": "%", "d": home, "h": hostName, "n": alias, "p": String(port),
                                    "r": remoteUser, "u": localUser])
-    }
-}
-
-extension SSHConfig.Block {
-    /// Whether the block's settings apply to `host`: a `Host` line applies when one of its patterns matches and
-    /// none of its negated (`!`) patterns does.
-    func applies(to host: String) -> Bool {
-        switch condition {
-        case .always: return true
-        case .match: return false
-        case .host(let patterns):
-            let name = Array(host.lowercased())
-            var matched = false
-            for pattern in patterns {
-                if pattern.hasPrefix("!") {
-                    if globMatches(Array(pattern.dropFirst().lowercased()), name) { return false }
-                } else if globMatches(Array(pattern.lowercased()), name) {
-                    matched = true
-                }
-            }
-            return matched
-        }
     }
 }
 
@@ -262,10 +473,6 @@ private func isBlank(_ ch: Character) -> Bool {
 private func parsePort(_ text: String) -> Int? {
     guard let n = Int(text), (1...65535).contains(n) else { return nil }
     return n
-}
-
-private func expandHostName(_ value: String, host: String) -> String {
-    expandPercentTokens(value, ["%": "%", "h": host])
 }
 
 /// `text` with each `%x` whose `x` is in `values` replaced; other `%` tokens are left as written.

@@ -276,16 +276,4 @@ enum HostKey {
         let digest = Data(SHA256.hash(data: blob)).base64EncodedString()
         return "SHA256:" + digest.replacingOccurrences(of: "=", with: "")
     }
-
-    /// The host-key algorithms libssh2 1.10 can negotiate, strongest first.
-    static let supportedTypes = [
-        "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa", "ssh-dss",
-    ]
-
-    /// The value for `libssh2_session_method_pref(LIBSSH2_METHOD_HOSTKEY)`: the types known_hosts holds for the
-    /// host first, so that libssh2 asks for a key that the file can confirm, then the others.
-    static func methodPreference(knownTypes: [String]) -> String {
-        let known = supportedTypes.filter { knownTypes.contains($0) }
-        return (known + supportedTypes.filter { !known.contains($0) }).joined(separator: ",")
-    }
 }

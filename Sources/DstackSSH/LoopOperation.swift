@@ -23,6 +23,13 @@ protocol LoopOperation: AnyObject, Sendable {
     func step(_ loop: SSHEventLoop) -> StepResult
     /// Reports `error` to the caller now; later steps only release what the operation holds.
     func abort(_ error: SSHError)
+    /// A local descriptor the loop also waits on, and for what (a tunnel's socket); nil for none.
+    var pollRequest: (fd: Int32, events: Int16)? { get }
+}
+
+extension LoopOperation {
+    /// Most operations wait on the SSH connection only.
+    var pollRequest: (fd: Int32, events: Int16)? { nil }
 }
 
 /// The completion half of an operation: resumes its caller exactly once.

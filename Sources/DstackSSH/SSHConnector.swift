@@ -12,6 +12,8 @@ import Darwin
 struct SSHConnector {
     let options: SSHOptions
     let logger: Logger
+    /// A socket already connected to the server (a tunnel through a jump host); nil makes a TCP connection.
+    var socket: Int32? = nil
 
     /// Connects and hands the ready session to `loop`; returns the server's host key fingerprint.
     func run(on loop: SSHEventLoop) throws(SSHError) -> String {
@@ -19,8 +21,13 @@ struct SSHConnector {
         let start = ContinuousClock.now
         let deadline = start + options.connectTimeout
         let knownHosts = try KnownHosts.load(path: options.knownHostsFile, systemFiles: options.systemKnownHostsFiles)
-        let socket = try TCPSocket.connect(
-            host: options.host, port: options.port, deadline: deadline, timeout: options.connectTimeout)
+        let socket: Int32
+        if let given = self.socket {
+            socket = given
+        } else {
+            socket = try TCPSocket.connect(
+                host: options.host, port: options.port, deadline: deadline, timeout: options.connectTimeout)
+        }
         guard let session = libssh2_session_init_ex(nil, nil, nil, UnsafeMutableRawPointer(loop.received)) else {
             close(socket)
             throw .libssh2(operation: "creating an ssh session", code: LIBSSH2_ERROR_ALLOC, message: "out of memory")
@@ -38,12 +45,15 @@ struct SSHConnector {
         try setTimeout(session, deadline)
 
         let knownTypes = knownHosts.keyTypes(host: options.host, port: options.port)
-        _ = libssh2_session_method_pref(session, LIBSSH2_METHOD_HOSTKEY, HostKey.methodPreference(knownTypes: knownTypes))
+        // Everything the linked libssh2 offers, asked at run time: a newer library reaches more servers unchanged.
+        let offered = Negotiation.offered(session, knownTypes: knownTypes)
+        Negotiation.prefer(session, offered)
         let rc = libssh2_session_handshake(session, libssh2_socket_t(socket))
         if rc != 0 {
             if rc == LIBSSH2_ERROR_TIMEOUT || ContinuousClock.now >= deadline {
                 throw .connectTimedOut(host: options.host, port: options.port, seconds: options.connectTimeout.seconds)
             }
+            if self.socket == nil, let mismatch = explainNegotiation(offered, deadline: deadline) { throw mismatch }
             var reason = LibSSH2.error(session, Int(rc), "handshake").messageText
             if !knownTypes.isEmpty && (rc == LIBSSH2_ERROR_KEX_FAILURE || rc == LIBSSH2_ERROR_METHOD_NONE) {
                 reason += " (known_hosts holds \(knownTypes.joined(separator: ", ")) keys for this host, and libssh2 1.10 negotiates ssh-ed25519, ecdsa-sha2-nistp* and SHA-1 ssh-rsa host keys only)"
@@ -60,6 +70,19 @@ struct SSHConnector {
         adopted = true
         logger.debug("ssh \(options.user)@\(options.hostKeyName): connected in \(ContinuousClock.now - start)")
         return fingerprint
+    }
+
+    /// After a failed handshake: reads the server's own lists on a second connection and, when some category has
+    /// nothing in common with `offered`, the error that names it with both lists.
+    private func explainNegotiation(_ offered: SSHAlgorithms, deadline: ContinuousClock.Instant) -> SSHError? {
+        let remaining = min(deadline - ContinuousClock.now, .seconds(5))
+        guard remaining > .milliseconds(50),
+              let server = Negotiation.serverAlgorithms(host: options.host, port: options.port, timeout: remaining),
+              let what = offered.mismatch(with: server, clientName: "libssh2 \(Negotiation.libraryVersion) (linked)") else { return nil }
+        logger.error("ssh \(options.hostKeyName): \(what)")
+        let hint = "allow one of libssh2's in the server's sshd_config (KexAlgorithms, HostKeyAlgorithms, Ciphers, MACs), "
+            + "or link a newer libssh2 (1.11 adds aes128/256-gcm and the -etm MACs); dstack uses whatever the linked library offers"
+        return .negotiationFailed(host: options.host, port: options.port, what: what, hint: hint)
     }
 
     private func setTimeout(_ session: OpaquePointer, _ deadline: ContinuousClock.Instant) throws(SSHError) {
@@ -195,23 +218,34 @@ struct SSHConnector {
         }
         var previous: UnsafeMutablePointer<libssh2_agent_publickey>?
         var count = 0
+        let allowedAgentKeys = options.identitiesOnly ? Set(options.identityFiles.compactMap { publicKeyBlob(expandTilde($0) + ".pub") }) : []
         var refusedRSA = false
         while true {
             var identity: UnsafeMutablePointer<libssh2_agent_publickey>?
             let rc = libssh2_agent_get_identity(agent, &identity, previous)
             guard rc == 0, let identity else { break }
             previous = identity
+            let blob = Array(UnsafeRawBufferPointer(start: identity.pointee.blob, count: identity.pointee.blob_len))
+            // IdentitiesOnly: an agent key is offered only when it is one of the identity files.
+            if options.identitiesOnly && !allowedAgentKeys.contains(blob) { continue }
             count += 1
             if libssh2_agent_userauth(agent, user, identity) == 0 {
                 logger.debug("ssh \(options.hostKeyName): authenticated with an agent key")
                 return .success
             }
-            let blob = Array(UnsafeRawBufferPointer(start: identity.pointee.blob, count: identity.pointee.blob_len))
             if HostKey.type(of: blob) == "ssh-rsa" { refusedRSA = true }
         }
         let note = count == 0 ? "ssh-agent at \(socket) (no keys)" : "ssh-agent at \(socket) (\(count) key\(count == 1 ? "" : "s") refused)"
         return .failure(note: note, refusedRSA: refusedRSA)
     }
+}
+
+/// The key blob of an OpenSSH `.pub` file (`type base64 comment`), or nil when it cannot be read.
+private func publicKeyBlob(_ path: String) -> [UInt8]? {
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+    let fields = text.split(whereSeparator: { $0 == " " || $0 == "\n" })
+    guard fields.count >= 2, let data = Data(base64Encoded: String(fields[1])) else { return nil }
+    return Array(data)
 }
 
 extension SSHError {

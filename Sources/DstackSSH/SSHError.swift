@@ -6,6 +6,13 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
     case connectTimedOut(host: String, port: Int, seconds: Double)
     /// The SSH handshake (key exchange) failed after the TCP connection was made.
     case handshakeFailed(host: String, port: Int, reason: String)
+    /// A jump host on the way to `target` could not be used; `error` says why.
+    indirect case jumpHostFailed(jump: String, target: String, error: SSHError)
+    /// The connection through a ProxyCommand failed; `stderr` is what the command said.
+    indirect case proxyCommandFailed(command: String, target: String, stderr: String, error: SSHError)
+    /// Client and server have no algorithm in common for something the key exchange needs: `what` says which,
+    /// with both sides' lists; retrying cannot help.
+    case negotiationFailed(host: String, port: Int, what: String, hint: String)
     /// The server's host key is not in known_hosts and recording new keys was not allowed.
     case unknownHostKey(host: String, keyType: String, fingerprint: String, knownHostsFile: String)
     /// The server's host key differs from the one known_hosts records for it.
@@ -46,6 +53,13 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "connection to \(host) port \(port) timed out after \(Self.format(seconds)) s; check the address, the port and any firewall in between"
         case let .handshakeFailed(host, port, reason):
             return "ssh handshake with \(host) port \(port) failed: \(reason)"
+        case let .jumpHostFailed(jump, target, error):
+            return "cannot reach \(target) through jump host \(jump): \(error)"
+        case let .proxyCommandFailed(command, target, stderr, error):
+            let said = stderr.isEmpty ? "it wrote nothing on stderr" : "its stderr: \(stderr)"
+            return "cannot reach \(target) through ProxyCommand '\(command)': \(error) (\(said))"
+        case let .negotiationFailed(host, port, what, hint):
+            return "ssh handshake with \(host) port \(port) failed: \(what); \(hint)"
         case let .unknownHostKey(host, keyType, fingerprint, file):
             return "the authenticity of host '\(host)' can't be established: its \(keyType) key fingerprint is \(fingerprint) and \(file) has no entry for it; if you trust this fingerprint, rerun with --accept-new-host-keys to record it"
         case let .hostKeyChanged(host, keyType, fingerprint, file, line):
@@ -88,6 +102,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
         switch self {
         case .connectFailed, .connectTimedOut, .connectionLost, .timedOut: return true
         case .handshakeFailed: return true
+        case let .jumpHostFailed(_, _, error): return error.isTransient
+        case let .proxyCommandFailed(_, _, _, error): return error.isTransient
         default: return false
         }
     }

@@ -358,8 +358,12 @@ final class SSHEventLoop: @unchecked Sendable {
             }
         }
         var fds = [pollfd(fd: wakeRead, events: Int16(POLLIN), revents: 0), pollfd(fd: socket, events: events, revents: 0)]
+        // Tunnels to sessions behind this jump host also wait on their local sockets.
+        let extra = running.compactMap { $0.cleanupDeadline == nil ? $0.op.pollRequest : nil }
+        if events == 0 { fds.removeLast() }
+        fds += extra.map { pollfd(fd: $0.fd, events: $0.events, revents: 0) }
         let millis = max(0, min(1_000, (deadline - clock.now).milliseconds + 1))
-        _ = poll(&fds, events == 0 ? 1 : 2, Int32(millis))
+        _ = poll(&fds, nfds_t(fds.count), Int32(millis))
         if fds[0].revents != 0 { drainWakePipe() }
     }
 

@@ -14,6 +14,17 @@ public struct SSHOptions: Sendable {
     public var passphrase: String?
     /// The ssh-agent socket to try first; nil means no agent.
     public var agentSocket: String?
+    /// The jump hosts (ProxyJump) in the order they are reached: the first directly, each next one, and then this
+    /// host, through a `direct-tcpip` channel of the one before. Each hop is a full host with its own user, port,
+    /// keys and known_hosts check; their own `jumpHosts` are ignored.
+    public var jumpHosts: [SSHOptions] = []
+    /// A command whose standard input and output carry the connection instead of TCP (ProxyCommand), run with
+    /// `/bin/sh -c`, its `%` tokens already expanded; ignored when `jumpHosts` is not empty.
+    public var proxyCommand: String?
+    /// What messages call this host when it is a jump host (the name written in ProxyJump); nil uses the address.
+    public var label: String?
+    /// Whether the agent's keys are offered only when they are one of `identityFiles` (IdentitiesOnly).
+    public var identitiesOnly = false
     /// The known_hosts file that host keys are checked against.
     public var knownHostsFile: String
     /// Known-hosts files read after `knownHostsFile`, never written (OpenSSH's `GlobalKnownHostsFile`).
@@ -58,6 +69,9 @@ public struct SSHOptions: Sendable {
         self.maxChannels = max(1, maxChannels)
     }
 
+    /// The names of the jump hosts, in order (their `label`, else their address).
+    public var via: [String] { jumpHosts.map { $0.label ?? $0.hostKeyName } }
+
     /// How the host appears in known_hosts and in messages: `host` on port 22, `[host]:port` otherwise.
     public var hostKeyName: String { KnownHosts.lookupName(host: host, port: port) }
 
@@ -81,3 +95,4 @@ func expandTilde(_ path: String) -> String {
     let home = ProcessInfo.processInfo.environment["HOME"] ?? NSHomeDirectory()
     return home + path.dropFirst()
 }
+

@@ -13,32 +13,93 @@ public final class SSHSession: Sendable {
     let loop: SSHEventLoop
     let logger: Logger
     private let closed: LockedFlag
+    /// The jump host connection this one is carried by, released when this one closes.
+    private let jumpLease: JumpLease?
+    /// The ProxyCommand carrying this connection, stopped when it closes.
+    private let proxy: ProxyCommandProcess?
 
-    private init(options: SSHOptions, loop: SSHEventLoop, fingerprint: String, logger: Logger) {
+    private init(options: SSHOptions, loop: SSHEventLoop, fingerprint: String, logger: Logger, jumpLease: JumpLease? = nil,
+                 proxy: ProxyCommandProcess? = nil) {
+        self.proxy = proxy
         self.options = options
         self.loop = loop
         self.hostKeyFingerprint = fingerprint
         self.logger = logger
         self.closed = LockedFlag()
+        self.jumpLease = jumpLease
     }
 
     deinit {
         if !closed.set() {
             loop.shutdownDetached()
+            if let jumpLease { Task { await jumpLease.release() } }
+            if let proxy { Task.detached { proxy.stop() } }
         }
     }
 
     /// Connects, verifies the host key against known_hosts and authenticates, all within `options.connectTimeout`.
+    ///
+    /// With `options.jumpHosts`, the connection is carried by a `direct-tcpip` channel of the last jump host's
+    /// connection, which is opened first (through the ones before it) and shared with every other session
+    /// behind the same jump hosts.
     public static func connect(_ options: SSHOptions, logger: Logger = Logger(label: "dstack.ssh")) async throws -> SSHSession {
-        let loop = try SSHEventLoop(hostName: options.hostKeyName, logger: logger)
-        let connector = SSHConnector(options: options, logger: logger)
+        if options.jumpHosts.isEmpty, let command = options.proxyCommand {
+            let proxy = try ProxyCommandProcess(command: command)
+            do {
+                let session = try await connect(options, socket: proxy.socket, lease: nil, proxy: proxy, logger: logger)
+                let said = proxy.standardError()
+                if !said.isEmpty { logger.debug("ssh \(options.hostKeyName): ProxyCommand stderr: \(said)") }
+                return session
+            } catch let error as SSHError {
+                let said = proxy.standardError(grace: .milliseconds(300))
+                proxy.stop()
+                throw SSHError.proxyCommandFailed(command: command, target: options.hostKeyName, stderr: said, error: error)
+            }
+        }
+        guard !options.jumpHosts.isEmpty else { return try await connect(options, socket: nil, lease: nil, logger: logger) }
+        let lease = try await JumpPool.shared.lease(options.jumpHosts, target: options.hostKeyName, logger: logger)
         do {
-            let fingerprint = try await loop.perform { () throws(SSHError) -> String in try connector.run(on: loop) }
-            return SSHSession(options: options, loop: loop, fingerprint: fingerprint, logger: logger)
+            let fd = try await lease.session.openTunnel(host: options.host, port: options.port)
+            return try await connect(options, socket: fd, lease: lease, logger: logger)
+        } catch let error as SSHError {
+            // The jump host's own connection failing is its failure, not the runner's.
+            let jumpFailure = lease.session.failure
+            await lease.release()
+            if let jumpFailure {
+                throw SSHError.jumpHostFailed(jump: lease.name, target: options.hostKeyName, error: jumpFailure)
+            }
+            throw error
+        } catch {
+            await lease.release()
+            throw error
+        }
+    }
+
+    private static func connect(_ options: SSHOptions, socket: Int32?, lease: JumpLease?, proxy: ProxyCommandProcess? = nil,
+                                logger: Logger) async throws -> SSHSession {
+        let loop: SSHEventLoop
+        do {
+            loop = try SSHEventLoop(hostName: options.hostKeyName, logger: logger)
+        } catch {
+            if let socket { closeDescriptor(socket) }
+            throw error
+        }
+        var connector = SSHConnector(options: options, logger: logger)
+        connector.socket = socket
+        let ready = connector
+        do {
+            let fingerprint = try await loop.perform { () throws(SSHError) -> String in try ready.run(on: loop) }
+            return SSHSession(options: options, loop: loop, fingerprint: fingerprint, logger: logger, jumpLease: lease, proxy: proxy)
         } catch {
             await loop.shutdown()
             throw error
         }
+    }
+
+    /// Opens a `direct-tcpip` channel from the server to `host:port` and returns a local socket carrying it.
+    func openTunnel(host: String, port: Int) async throws -> Int32 {
+        let pair = try TunnelOperation.socketPair()
+        return try await submit { completion in TunnelOperation(host: host, port: port, jumpName: options.label ?? options.hostKeyName, pair: pair, completion: completion) }
     }
 
     /// Connects like `connect(_:logger:)`, retrying transient failures (refused, timed out, dropped) with backoff.
@@ -69,7 +130,12 @@ public final class SSHSession: Sendable {
     public func close() async {
         guard !closed.set() else { return }
         await loop.shutdown()
+        await jumpLease?.release()
+        if let proxy { await Task.detached { proxy.stop() }.value }
     }
+
+    /// The names of the jump hosts this connection goes through, in order (empty for a direct one).
+    public var via: [String] { options.via }
 
     /// Runs `command` through the remote user's shell, feeding it `stdin`, and collects its output and exit status.
     /// `idleTimeout` nil uses `options.idleTimeout`; `.some(nil)` waits forever.

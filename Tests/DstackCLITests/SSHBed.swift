@@ -11,8 +11,13 @@ final class SSHBed: Sendable {
     /// `loginShells` gives the runner at an index an account of its own whose login shell is that path; a
     /// `bashrc` is that runner's `~/.bashrc`.
     init(_ count: Int, extraEnvironment: [Int: String] = [:], loginShells: [Int: String] = [:],
-         bashrc: [Int: String] = [:]) throws {
+         bashrc: [Int: String] = [:], logLevels: [Int: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-bed-\(UUID().uuidString.prefix(8))")
+        for (index, level) in logLevels {
+            let dir = directory.appendingPathComponent("runner-\(index + 1)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            try Data(level.utf8).write(to: dir.appendingPathComponent("log_level"))
+        }
         for (index, text) in extraEnvironment {
             let dir = directory.appendingPathComponent("runner-\(index + 1)")
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

@@ -500,7 +500,6 @@ struct InventoryExampleTests {
                            identityFiles: ["/home/me/.ssh/lab_ed25519"], workdir: "/scratch/dstack", maxJobs: 2),
         ])
         #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack"])
-        #expect(throws: Never.self) { try parsed.requireDirectConnections(runners) }
     }
 }
 
@@ -584,7 +583,7 @@ struct InventoryResolutionTests {
         #expect(loginRelativePath(path) == expected)
     }
 
-    @Test("a runner behind ProxyJump resolves, and requireDirectConnections explains what to do instead")
+    @Test("ProxyJump from ~/.ssh/config resolves into hops; a ProxyCommand gets its tokens expanded")
     func proxyJump() throws {
         let parsed = try inventory("""
             runners:
@@ -599,27 +598,63 @@ struct InventoryResolutionTests {
         let ssh = try SSHConfig.parse(text: """
             Host lab-gpu-2
               HostName 10.1.0.5
-              ProxyJump bastion
+              ProxyJump ops@bastion:2200,login
             Host lab-gpu-3
               ProxyCommand ssh -W %h:%p bastion
+            Host bastion
+              HostName bastion.example.org
+              IdentityFile ~/.ssh/bastion_key
+            Host login
+              User loginuser
 
             """)
         let runners = parsed.resolve(sshConfig: ssh, home: "/home/me", localUser: "me")
-        #expect(runners.map(\.proxyJump) == ["bastion", nil, nil])
+        #expect(runners.map(\.proxyJump) == ["ops@bastion:2200,login", nil, nil])
+        #expect(runners[0].jumps == [
+            ResolvedHop(name: "bastion", hostname: "bastion.example.org", port: 2200, user: "ops", identityFiles: ["/home/me/.ssh/bastion_key"]),
+            ResolvedHop(name: "login", hostname: "login", port: 22, user: "loginuser",
+                        identityFiles: ["/home/me/.ssh/id_ed25519", "/home/me/.ssh/id_ecdsa", "/home/me/.ssh/id_rsa"]),
+        ])
         #expect(runners.map(\.proxyCommand) == [nil, nil, "ssh -W %h:%p bastion"])
-        #expect(throws: Never.self) { try parsed.requireDirectConnections([runners[1]]) }
-        do {
-            try parsed.requireDirectConnections(runners)
-            Issue.record("expected runners behind a proxy to be refused")
-        } catch {
-            #expect(error.description == """
-                hosts.yaml:3:11: error: runner 'gpu-2' reaches 'lab-gpu-2' through ProxyJump 'bastion' (set in ~/.ssh/config), which dstack does not support yet; set 'host:' to an address this machine reaches directly, or keep an SSH tunnel open (for example 'ssh -N -L 2222:localhost:22 lab-gpu-2', or a LocalForward in ~/.ssh/config) and set 'host: 127.0.0.1' and 'port: 2222'
-                    host: lab-gpu-2
-                          ^
-                hosts.yaml:7:11: error: runner 'gpu-3' reaches 'lab-gpu-3' through ProxyCommand 'ssh -W %h:%p bastion' (set in ~/.ssh/config), which dstack does not support yet; set 'host:' to an address this machine reaches directly, or keep an SSH tunnel open (for example 'ssh -N -L 2222:localhost:22 lab-gpu-3', or a LocalForward in ~/.ssh/config) and set 'host: 127.0.0.1' and 'port: 2222'
-                    host: lab-gpu-3
-                          ^
-                """)
+        #expect(runners[2].expandedProxyCommand(home: "/h", localUser: "me") == "ssh -W lab-gpu-3:22 bastion")
+        #expect(ResolvedRunner(name: "t", host: Located("alias", at: Mark(line: 1, column: 1), in: "h"), hostname: "10.0.0.9", port: 2200, user: "ops", identityFiles: [],
+                               workdir: "w", proxyCommand: "connect %h %p %r %n %% %x")
+            .expandedProxyCommand(home: "/h", localUser: "me") == "connect 10.0.0.9 2200 ops alias % %x")
+    }
+
+    @Test("proxy_jump: the runner's, then ~/.ssh/config's, then defaults'; 'none' is direct")
+    func proxyJumpField() throws {
+        let parsed = try inventory("""
+            defaults:
+              proxy_jump: gate
+            runners:
+              - name: own
+                host: a
+                proxy_jump: me@other:2022
+              - name: config
+                host: b
+              - name: dflt
+                host: c
+              - name: off
+                host: b
+                proxy_jump: none
+
+            """)
+        let ssh = try SSHConfig.parse(text: "Host b\n  ProxyJump cfg-jump\n")
+        let runners = parsed.resolve(sshConfig: ssh, home: "/h", localUser: "me")
+        #expect(runners.map { $0.jumps.map(\.name) } == [["other"], ["cfg-jump"], ["gate"], []])
+        #expect(runners[0].jumps[0].user == "me" && runners[0].jumps[0].port == 2022)
+        #expect(runners[3].proxyJump == nil && runners[3].proxyCommand == nil)
+    }
+
+    @Test("ProxyJump syntax: user@host:port, ssh:// URIs, IPv6 in brackets, chains; bad values are errors")
+    func proxyJumpSyntax() throws {
+        #expect(try JumpHop.parseChain("a@b:2200, c ,ssh://d@[::1]:2").get() == [
+            JumpHop(user: "a", host: "b", port: 2200), JumpHop(host: "c"), JumpHop(user: "d", host: "::1", port: 2)])
+        #expect(try JumpHop.parseChain("none").get() == [])
+        #expect(throws: ConfigError.self) {
+            try inventory("runners:\n  - name: x\n    host: y\n    proxy_jump: 'a:99999'\n")
         }
+        #expect(throws: ConfigError.self) { try inventory("runners:\n  - name: x\n    host: y\n    proxy_jump: 'a,,b'\n") }
     }
 }

@@ -156,7 +156,7 @@ struct SSHConfigTests {
         #expect(c.resolve(host: "third") == SSHHostConfig(hostName: "quote\"d", identityFiles: ["~/with space"]))
     }
 
-    @Test("Match blocks are skipped until the next Host; Include is ignored")
+    @Test("Match exec never matches in the built-in parser; Include without a reader is ignored")
     func matchAndInclude() throws {
         let c = try #require(config("""
             Include ~/.ssh/config.d/*
@@ -170,7 +170,40 @@ struct SSHConfigTests {
         #expect(c.resolve(host: "lab") == SSHHostConfig(user: "from-host"))
     }
 
-    @Test("ProxyJump and ProxyCommand: whichever comes first wins, 'none' included")
+    @Test("Include runs the reader per argument; the included file starts in the including block's state")
+    func includeReader() throws {
+        let files = ["a": "Port 1\nHost *\n  User from-a\n", "b": "ProxyJump jump\n"]
+        let c = try SSHConfig.parse(text: "Host lab\n  Include a b\nHost *\n  User tail\n") { (name: String) throws(ConfigError) in
+            files[name].map { [SSHConfig.IncludedFile(displayName: name, text: $0)] } ?? []
+        }
+        #expect(c.resolve(host: "lab") == SSHHostConfig(user: "from-a", port: 1, proxyJump: "jump"))
+        #expect(c.resolve(host: "other") == SSHHostConfig(user: "tail"))
+    }
+
+    @Test("Match criteria ssh refuses are errors")
+    func badMatch() {
+        #expect(throws: ConfigError.self) { try SSHConfig.parse(text: "Match colour blue\n") }
+        #expect(throws: ConfigError.self) { try SSHConfig.parse(text: "Match host\n") }
+        #expect(throws: ConfigError.self) { try SSHConfig.parse(text: "Match all host x\n") }
+    }
+
+    @Test("Match host, originalhost, user and negation")
+    func match() throws {
+        let c = try #require(config("""
+            Host s
+              HostName real.s
+            Match host real.* !originalhost t
+              User matched
+            Match !user matched
+              Port 2
+
+            """))
+        #expect(c.resolve(host: "s", localUser: "me") == SSHHostConfig(hostName: "real.s", user: "matched"))
+        #expect(c.resolve(host: "real.x", localUser: "me") == SSHHostConfig(user: "matched"))
+        #expect(c.resolve(host: "t", localUser: "me") == SSHHostConfig(port: 2))
+    }
+
+    @Test("ProxyJump and ProxyCommand: the first wins, except that ProxyJump none leaves a later ProxyCommand")
     func proxies() throws {
         let c = try #require(config("""
             Host jumped
@@ -186,7 +219,7 @@ struct SSHConfigTests {
             """))
         #expect(c.resolve(host: "jumped") == SSHHostConfig(proxyJump: "ml@bastion:2200,inner"))
         #expect(c.resolve(host: "commanded") == SSHHostConfig(proxyCommand: "ssh -W %h:%p bastion"))
-        #expect(c.resolve(host: "direct") == SSHHostConfig())
+        #expect(c.resolve(host: "direct") == SSHHostConfig(proxyCommand: "nc %h %p"), "ProxyJump none leaves a later ProxyCommand, as ssh 9 does")
         #expect(c.resolve(host: "any") == SSHHostConfig(proxyJump: "fallback"))
     }
 

@@ -78,8 +78,18 @@ struct Testbed: Sendable {
     var knownHosts: String { folder + "/known_hosts" }
 
     /// Starts `count` runners; `hostKeyTypes` are passed to the script as TESTBED_HOST_KEY_TYPES.
-    static func start(runners count: Int, hostKeyTypes: String? = nil) async throws -> Testbed {
+    /// `extraConfigs[k]` is appended to runner k's sshd_config (k counts from 1, as the script does).
+    static func start(runners count: Int, hostKeyTypes: String? = nil, extraConfigs: [Int: String] = [:],
+                      logLevels: [Int: String] = [:]) async throws -> Testbed {
         let folder = try makeTemporaryFolder("dstack-ssh-testbed")
+        for (k, level) in logLevels {
+            try FileManager.default.createDirectory(atPath: "\(folder)/runner-\(k)", withIntermediateDirectories: true)
+            try level.write(toFile: "\(folder)/runner-\(k)/log_level", atomically: true, encoding: .utf8)
+        }
+        for (k, text) in extraConfigs {
+            try FileManager.default.createDirectory(atPath: "\(folder)/runner-\(k)", withIntermediateDirectories: true)
+            try text.write(toFile: "\(folder)/runner-\(k)/extra_config", atomically: true, encoding: .utf8)
+        }
         let script = repositoryRoot.appendingPathComponent("scripts/testbed").path
         let environment = hostKeyTypes.map { ["TESTBED_HOST_KEY_TYPES": $0] } ?? [:]
         let listing = try await shell("\(shellQuote(script)) start \(count) \(shellQuote(folder))", environment: environment)
@@ -125,12 +135,15 @@ func testbed() throws -> Testbed {
 struct TestbedTrait: SuiteTrait, TestScoping {
     let runners: Int
     let hostKeyTypes: String?
+    var extraConfigs: [Int: String] = [:]
+    var logLevels: [Int: String] = [:]
     var isRecursive: Bool { false }
 
     func provideScope(
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
-        let bed = try await Testbed.start(runners: runners, hostKeyTypes: hostKeyTypes)
+        let bed = try await Testbed.start(runners: runners, hostKeyTypes: hostKeyTypes, extraConfigs: extraConfigs,
+                                          logLevels: logLevels)
         do {
             try await currentTestbed.withValue(bed) { try await function() }
         } catch {
@@ -143,8 +156,9 @@ struct TestbedTrait: SuiteTrait, TestScoping {
 
 extension Trait where Self == TestbedTrait {
     /// Real sshd runners for the suite, from scripts/testbed.
-    static func testbed(runners: Int = 1, hostKeyTypes: String? = nil) -> Self {
-        TestbedTrait(runners: runners, hostKeyTypes: hostKeyTypes)
+    static func testbed(runners: Int = 1, hostKeyTypes: String? = nil, extraConfigs: [Int: String] = [:],
+                        logLevels: [Int: String] = [:]) -> Self {
+        TestbedTrait(runners: runners, hostKeyTypes: hostKeyTypes, extraConfigs: extraConfigs, logLevels: logLevels)
     }
 }
 
