@@ -288,7 +288,7 @@ public actor Coordinator {
 
     /// An attempt that never reached its runner does not count.
     private func dropAttempt(_ workflow: String) {
-        running.removeValue(forKey: workflow)
+        if let id = record(workflow)?.id { running.removeValue(forKey: id) }
         update(workflow) { record in
             if let last = record.attempts.last, last.finishedAt == nil, last.pending == true { record.attempts.removeLast() }
         }

@@ -118,12 +118,34 @@ public struct LocalRunner: Runner {
             try? FileManager.default.removeItem(at: dir)
         }
         for old in request.cleanup where old != jobId { try? FileManager.default.removeItem(at: jobDirectory(old)) }
-        guard let grant = try locks.acquire(job: jobId, slots: request.slots, gpus: request.gpus, need: request.gpuCount,
-                                            owner: request.owner) else {
-            emit(.busy)
-            return
+        if was == String(request.attempt), FileManager.default.fileExists(atPath: dir.appendingPathComponent("pid").path) {
+            // This attempt was launched already (attach): report it, whatever the slots are now.
+            emit(.granted(SlotGrant(slot: 0, gpus: [])))
+        } else {
+            guard let grant = try locks.acquire(job: jobId, slots: request.slots, gpus: request.gpus,
+                                                need: request.gpuCount, owner: request.owner) else {
+                emit(.busy)
+                return
+            }
+            emit(.granted(grant))
+            try await launchAttempt(request, grant: grant)
         }
-        emit(.granted(grant))
+        emit(.launched)
+        let exit = try await follow(jobId: jobId, from: request.logOffset) { emit(.log($0)) }
+        locks.release(job: jobId)
+        if let exit {
+            emit(.exited(exit))
+            emit(.released)
+        } else {
+            emit(.vanished("its process vanished without an exit status (killed from outside, or the machine rebooted)"))
+        }
+    }
+
+    /// Fills the job's folder and starts its wrapper, detached.
+    private func launchAttempt(_ request: JobStart, grant: SlotGrant) async throws {
+        let jobId = request.launch.jobId
+        let dir = jobDirectory(jobId)
+        let attemptFile = dir.appendingPathComponent("attempt").path
         if !FileManager.default.fileExists(atPath: dir.appendingPathComponent("pid").path) {
             do {
                 try prepare(jobId: jobId, snapshot: request.snapshot)
@@ -135,20 +157,11 @@ public struct LocalRunner: Runner {
                 if request.exportGPUs {
                     launch.environment["CUDA_VISIBLE_DEVICES"] = grant.gpus.map(String.init).joined(separator: ",")
                 }
-                try self.launch(launch, engine: request.engine)
+                try self.launch(launch, engine: request.engine, attempt: request.attempt)
             } catch {
                 locks.release(job: jobId)
                 throw error
             }
-        }
-        emit(.launched)
-        let exit = try await follow(jobId: jobId, from: request.logOffset) { emit(.log($0)) }
-        locks.release(job: jobId)
-        if let exit {
-            emit(.exited(exit))
-            emit(.released)
-        } else {
-            emit(.vanished("its process vanished without an exit status (killed from outside, or the machine rebooted)"))
         }
     }
 
@@ -196,7 +209,7 @@ public struct LocalRunner: Runner {
         }
     }
 
-    func launch(_ job: JobLaunch, engine: String?) throws {
+    func launch(_ job: JobLaunch, engine: String?, attempt: Int) throws {
         let dir = jobDirectory(job.jobId)
         try LocalLocks.writeFile(job.script, to: dir.path + "/commands.sh")
         try LocalLocks.writeFile(RunnerScript.wrapper.text, to: dir.path + "/wrapper.sh")
@@ -207,7 +220,7 @@ public struct LocalRunner: Runner {
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text; values through the environment.
         _ = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("wrapper.sh").path, dir.path, job.workingDir,
-                                          baseDirectory.path, LocalLocks.bootID], environment: environment)
+                                          baseDirectory.path, LocalLocks.bootID, String(attempt)], environment: environment)
     }
 
     /// Delivers the job's log from byte `offset` as it grows; returns how the job ended, or nil when its wrapper

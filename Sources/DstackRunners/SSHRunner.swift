@@ -389,11 +389,12 @@ public final class SSHRunner: Runner, Sendable {
                         try await prepareTree(request.snapshot)
                         continue
                     default:
+                        // The runner answered: retrying as after a dropped connection would not help.
                         let why = "starting it failed (\(reply.status))\(reply.errorText.isEmpty ? "" : ": \(reply.errorText)")"
                         if reply.events.contains(where: { $0.hasPrefix("granted") }) {
-                            throw RunnerError.job(jobId: job.jobId, reason: "on \(name): \(why)")
+                            throw Refused(error: .job(jobId: job.jobId, reason: "on \(name): \(why)"))
                         }
-                        throw RunnerError.unavailable(runner: name, reason: why)
+                        throw Refused(error: .unavailable(runner: name, reason: why))
                     }
                     for event in reply.events {
                         if event.hasPrefix("granted"), !granted {
@@ -403,7 +404,7 @@ public final class SSHRunner: Runner, Sendable {
                             launched = true
                         }
                     }
-                    guard launched else { throw RunnerError.job(jobId: job.jobId, reason: "the runner \(name) did not launch it: \(reply.errorText)") }
+                    guard launched else { throw Refused(error: .job(jobId: job.jobId, reason: "the runner \(name) did not launch it: \(reply.errorText)")) }
                     emit(.launched)
                 }
                 let poll = try await agent("poll", [workdir, job.jobId, String(offset)])
@@ -411,7 +412,7 @@ public final class SSHRunner: Runner, Sendable {
                     unreachableSince = nil
                     emit(.notice("reconnected to \(name)"))
                 }
-                guard poll.status == .ok else { throw RunnerError.unavailable(runner: name, reason: "following the job failed (\(poll.status)): \(poll.errorText)") }
+                guard poll.status == .ok else { throw Refused(error: .unavailable(runner: name, reason: "following the job failed (\(poll.status)): \(poll.errorText)")) }
                 if let data = poll.data[0], !data.isEmpty {
                     offset += Int64(data.count)
                     emit(.log(data))
@@ -432,6 +433,8 @@ public final class SSHRunner: Runner, Sendable {
                     emit(.lost("its folder on \(name) vanished"))
                     return
                 }
+            } catch let refused as Refused {
+                throw refused.error
             } catch let error as RunnerError {
                 guard case .unavailable(_, let reason) = error, sent else { throw error }
                 let now = ContinuousClock.now
@@ -446,6 +449,11 @@ public final class SSHRunner: Runner, Sendable {
                 try await Task.sleep(for: .seconds(1))
             }
         }
+    }
+
+    /// A failure the runner's agent answered with (not a dropped connection): it ends the attempt at once.
+    struct Refused: Error {
+        let error: RunnerError
     }
 
     /// The agent `start` request of an attempt: its arguments and the payload that writes the job's files.
@@ -558,11 +566,23 @@ actor SSHConnection {
         self.logger = logger
     }
 
+    /// A connection being opened: callers that come meanwhile (the actor is reentrant at every await) wait for
+    /// it rather than open one each.
+    var connecting: Task<SSHSession, any Error>?
+    var startingAgent: Task<Agent, any Error>?
+
     func session() async throws -> SSHSession {
         if let current, current.isConnected { return current }
+        if let connecting { return try await connecting.value }
         if let current { await current.close() }
         current = nil
-        let session = try await SSHSession.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
+        let (options, logger) = (self.options, self.logger)
+        let task = Task {
+            try await SSHSession.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
+        }
+        connecting = task
+        defer { connecting = nil }
+        let session = try await task.value
         current = session
         return session
     }
@@ -580,7 +600,13 @@ actor SSHConnection {
         }
         currentAgent?.close()
         currentAgent = nil
-        let agent = try await Agent.start(on: session(), runner: runner, logger: logger)
+        if let startingAgent { return try await startingAgent.value }
+        let session = try await session()
+        let logger = self.logger
+        let task = Task { try await Agent.start(on: session, runner: runner, logger: logger) }
+        startingAgent = task
+        defer { startingAgent = nil }
+        let agent = try await task.value
         currentAgent = agent
         return agent
     }

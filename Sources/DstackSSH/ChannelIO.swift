@@ -62,6 +62,10 @@ final class ChannelInput {
         if prefix.count > 0 { prefix.deallocate() }
     }
 
+    /// Whether the input is written over time (an agent's requests): it has no end of its own, so the remote
+    /// side closing its output ends the command.
+    var isQueue: Bool { queue != nil }
+
     /// Whether every byte of the source has been sent.
     var reachedEnd: Bool { sourceDone && start == end && prefixSent == prefix.count }
 

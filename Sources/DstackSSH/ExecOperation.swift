@@ -177,7 +177,7 @@ final class ExecOperation: OperationBase<ExecResult>, LoopOperation, @unchecked 
                 return .failure(loop.error(n, "reading the output of \(label)"))
             }
         }
-        if libssh2_channel_eof(channel) == 1 && (eofSent || writeBlockedOnWindow) {
+        if libssh2_channel_eof(channel) == 1 && (eofSent || writeBlockedOnWindow || input.isQueue) {
             phase = .close
             moved = true
         }

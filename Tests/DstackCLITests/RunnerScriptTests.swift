@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @testable import DstackRunners
 
@@ -126,6 +129,71 @@ import Testing
         #expect(replies[2].states[0] == .missing)
         #expect(replies[3].facts.contains { $0.key == "cpus" })
         #expect(replies[3].facts.contains { $0.key == "lock" && $0.value == "slot-0 other-job someone" })
+    }
+
+    /// A start payload writing `commands` as the job's commands (no environment).
+    static func payload(_ commands: String) -> Data {
+        var payload = ""
+        for (name, text) in [("commands.sh", commands), ("env.sh", ""), ("run.sh", JobCommand.host), ("wrapper.sh", RunnerScript.wrapper.text)] {
+            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
+        }
+        return Data(payload.utf8)
+    }
+
+    /// Polls `job` under `base` until it exits; returns its log and state.
+    func pollUntilExit(_ base: URL, _ job: String) throws -> (String, PollState) {
+        var log = Data()
+        var state = PollState.running
+        for _ in 0..<200 where state == .running {
+            Thread.sleep(forTimeInterval: 0.05)
+            let reply = try agent([AgentRequest("poll", [base.path, job, String(log.count)])])[0]
+            log.append(reply.data[0] ?? Data())
+            state = reply.states[0] ?? .running
+        }
+        return (String(decoding: log, as: UTF8.self), state)
+    }
+
+    @Test func aJobNeverSeesTheAgentsRequestStream() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        try FileManager.default.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        let body = Self.payload("if [ -e /proc/$$/fd/3 ]; then echo fd3-open; else echo fd3-closed; fi\n")
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "t", "snap", "", "0", "", String(body.count)], payload: body)])
+        #expect(replies.first?.status == .ok)
+        let (log, state) = try pollUntilExit(base, "j")
+        #expect(state == .exited(0))
+        #expect(log == "fd3-closed\n", "the job could read other jobs' requests: \(log)")
+    }
+
+    @Test func aNewAttemptStopsWhatTheOldOneLeftRunning() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        // Attempt 1 of the job still runs here (the coordinator gave it up): its process group leader is a
+        // `setsid sleep` of this test, recorded as the job's wrapper, with a slot lock.
+        let old = Process()
+        old.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        old.arguments = ["-w", "/bin/sleep", "31"]
+        try old.run()
+        defer { if old.isRunning { old.terminate() } }
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/j"), withIntermediateDirectories: true)
+        try Data("1\n".utf8).write(to: base.appendingPathComponent("jobs/j/attempt"))
+        try Data("\(old.processIdentifier) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
+        try fm.createDirectory(at: base.appendingPathComponent("locks/slot-0"), withIntermediateDirectories: true)
+        try Data("j someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
+        try Data("slot-0\n".utf8).write(to: base.appendingPathComponent("locks/held-j"))
+        Thread.sleep(forTimeInterval: 0.2)
+        let body = Self.payload("echo second\n")
+        let replies = try agent([AgentRequest("start", [base.path, "j", "2", "1", "", "0", "t", "snap", "", "0", "", String(body.count)], payload: body)])
+        #expect(replies.first?.status == .ok, "\(replies.map(\.errorText))")
+        #expect(replies.first?.events == ["granted 0 ", "launched"])
+        old.waitUntilExit()
+        #expect(old.terminationReason == .uncaughtSignal, "attempt 1 was not stopped")
+        let (log, state) = try pollUntilExit(base, "j")
+        #expect(state == .exited(0))
+        #expect(log == "second\n")
     }
 
     @Test func aValueWithALineBreakIsNeverFramedAsARequest() {

@@ -30,12 +30,18 @@ dstack_acquire() {
   slot="" got=""
   [ -d "$a_base/locks" ] || mkdir -p "$a_base/locks" || return 2
   if [ -f "$a_base/locks/held-$a_job" ]; then
-    a_held=""
+    a_held="" a_mine=1
     { read -r a_held < "$a_base/locks/held-$a_job"; } 2>/dev/null
     for a_l in $a_held; do
+      a_holder=""
+      { read -r a_holder _ < "$a_base/locks/$a_l/owner"; } 2>/dev/null
+      [ "$a_holder" = "$a_job" ] || a_mine=""
       case $a_l in slot-*) slot=${a_l#slot-} ;; gpu-*) got="$got ${a_l#gpu-}" ;; esac
     done
-    return 0
+    [ -n "$a_mine" ] && return 0
+    # A stale record (its locks were reclaimed and may be others' now): take locks afresh.
+    slot="" got=""
+    rm -f "$a_base/locks/held-$a_job"
   fi
   for a_l in "$a_base"/locks/slot-* "$a_base"/locks/gpu-*; do
     [ -d "$a_l" ] || continue
@@ -63,7 +69,8 @@ dstack_acquire() {
     mv "$a_l" "$a_t" 2>/dev/null || continue
     a_now=""
     { read -r a_now _ < "$a_t/owner"; } 2>/dev/null
-    if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; else mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; fi
+    # Put back a lock taken again meanwhile, unless the name was taken anew (mv would move it inside).
+    if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; elif [ ! -e "$a_l" ]; then mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; else rm -rf "$a_t"; fi
   done
   a_held="" a_i=0
   while [ "$a_i" -lt "$a_max" ]; do
@@ -126,7 +133,6 @@ dstack_start() {
   # Plain names only (checked above): split as words, one rm for all.
   # shellcheck disable=SC2086
   [ -n "$s_rm" ] && rm -rf $s_rm
-  [ -d "trees/$8/" ] || return 5
   [ -d jobs ] || mkdir -p jobs || return 2
   # One starter per job at a time: a start whose connection dropped may still be running here. The lock file is
   # made with noclobber (an O_EXCL create, no process) and holds its agent's pid, or "free" once done.
@@ -155,19 +161,30 @@ dstack_start_locked() {
   d="$s_base/jobs/$s_job"
   s_was=""
   { read -r s_was < "$d/attempt"; } 2>/dev/null
+  if [ "$s_was" = "$s_attempt" ] && [ -f "$d/pid" ]; then
+    # This attempt was launched already (a start asked again after a dropped connection, or by attach): report
+    # it, whatever the slots and the tree are now; nothing is taken or launched again.
+    slot=0 s_cuda=""
+    { read -r s_held < "$s_base/locks/held-$s_job"; } 2>/dev/null
+    for s_l in $s_held; do
+      case $s_l in slot-*) slot=${s_l#slot-} ;; gpu-*) s_cuda="${s_cuda:+$s_cuda,}${s_l#gpu-}" ;; esac
+    done
+    echo "E granted $slot $s_cuda"
+    echo "E launched"
+    return 0
+  fi
   if [ "$s_was" != "$s_attempt" ] && [ -e "$d" ]; then
-    # Another attempt's folder: it is over (the coordinator moved on); its locks go with it.
+    # Another attempt's folder: the coordinator moved on. Whatever may still run there is stopped first (it must
+    # neither keep a GPU whose lock goes now nor write its exit code into this attempt's folder).
+    dstack_stop "$d"
     dstack_release_locks "$s_base" "$s_job"
     rm -rf "$d"
   fi
+  [ -d "$s_base/trees/$8/" ] || return 5
   dstack_acquire "$s_base" "$s_job" "$4" "$5" "$6" "$7" || { s_rc=$?; rm -rf "$d.deps"; return "$s_rc"; }
   s_cuda=""
   for g in $got; do s_cuda="${s_cuda:+$s_cuda,}$g"; done
   echo "E granted $slot $s_cuda"
-  if [ -f "$d/pid" ]; then
-    echo "E launched"
-    return 0
-  fi
   [ -e "$d" ] && rm -rf "$d"
   mkdir -p "$d" && printf '%s\n' "$s_attempt" > "$d/attempt" && cp -Rp "$s_base/trees/$8/." "$d/repo" ||
     { echo "E error cannot copy the code into $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
@@ -183,7 +200,8 @@ dstack_start_locked() {
   : > "$d/log" || { echo "E error cannot create $d/log"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   # setsid: its own session and process group, so a dropped connection does not end it; the subshell makes it
   # nobody's child here, so a wrapper killed outright is seen gone rather than as a zombie of this shell.
-  (setsid /bin/sh "$d/wrapper.sh" "$d" "$9" "$s_base" "$dstack_boot" </dev/null >/dev/null 2>&1 &)
+  # 3<&-: the job must never see the agent's request stream (other jobs' payloads come on it).
+  (setsid /bin/sh "$d/wrapper.sh" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
   echo "E launched"
   return 0
 }
@@ -322,7 +340,8 @@ dstack_boot=""
 { read -r dstack_boot < /proc/sys/kernel/random/boot_id; } 2>/dev/null
 dstack_agent_pid=$$
 dstack_home=$PWD
-printf 'dstack-agent ready %s\n' "$$"
+# On a line of its own: the login shell may have printed something without a newline.
+printf '\ndstack-agent ready %s\n' "$$"
 while IFS= read -r dstack_request <&3; do
   case $dstack_request in
     dstack_[a-z_]*) ;;
