@@ -33,22 +33,7 @@ import Testing
 
     /// Runs the agent on `requests` here, under /bin/sh, and parses its answers.
     func agent(_ requests: [AgentRequest]) throws -> [AgentReply] {
-        var input = Data()
-        for request in requests { input.append(request.bytes) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", RunnerScript.agent.text]
-        let stdin = Pipe(), stdout = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        stdin.fileHandleForWriting.write(input)
-        try? stdin.fileHandleForWriting.close()
-        let data = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        var parser = AgentParser()
-        return parser.feed(data)
+        try RunnerScriptTests().agent(requests)
     }
 
     /// A live process of this test (a `sleep`), standing in for "some process that now has the recorded pid".
