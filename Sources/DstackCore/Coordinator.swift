@@ -171,11 +171,12 @@ public actor Coordinator {
         dirtyJobs.insert(workflow)
     }
 
-    /// Hands the current state to the writer; returns once it is written.
-    func persist(force: Bool = false) async {
+    /// Hands the current state to the writer; returns once it is written, saying whether it was.
+    @discardableResult
+    func persist(force: Bool = false) async -> Bool {
         let jobs = dirtyJobs
         dirtyJobs = []
-        await writer.save(run, jobs: jobs, force: force)
+        return await writer.save(run, jobs: jobs, force: force)
     }
 
     /// Hands the current state to the writer without waiting for the write (where nothing depends on it being
@@ -367,7 +368,9 @@ public actor Coordinator {
                 record.attempts[record.attempts.count - 1].reason = record.reason
             }
         }
-        await persist()
+        // A record that could not be written keeps the job's folder: a later attach finds the job there rather
+        // than starting it again.
+        if !(await persist()) { keepDirectory = true }
         if released, !keepDirectory {
             pendingCleanup[member.info.name, default: []].append(job.id)
         } else if !keepDirectory {

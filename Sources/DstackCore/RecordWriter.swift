@@ -13,7 +13,7 @@ final class RecordWriter: @unchecked Sendable {
     let logger: Logger
     private let lock = NSLock()
     private var pending: (run: RunRecord, jobs: Set<String>, force: Bool)?
-    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var waiters: [CheckedContinuation<Bool, Never>] = []
     private var writing = false
     private var runWrittenAt = Date.distantPast
 
@@ -28,8 +28,9 @@ final class RecordWriter: @unchecked Sendable {
         lock.withLock { merge(run, jobs, force) }
     }
 
-    /// Queues `run` like `submit` and returns once a write holding it is done.
-    func save(_ run: RunRecord, jobs: Set<String>, force: Bool) async {
+    /// Queues `run` like `submit` and returns once a write holding it is done: whether it was written.
+    @discardableResult
+    func save(_ run: RunRecord, jobs: Set<String>, force: Bool) async -> Bool {
         await withCheckedContinuation { continuation in
             lock.withLock {
                 waiters.append(continuation)
@@ -53,7 +54,7 @@ final class RecordWriter: @unchecked Sendable {
 
     private func drain() async {
         while true {
-            let next: ((run: RunRecord, jobs: Set<String>, force: Bool), [CheckedContinuation<Void, Never>])? = lock.withLock {
+            let next: ((run: RunRecord, jobs: Set<String>, force: Bool), [CheckedContinuation<Bool, Never>])? = lock.withLock {
                 guard let state = pending else {
                     writing = false
                     return nil
@@ -63,6 +64,7 @@ final class RecordWriter: @unchecked Sendable {
                 return (state, waiters)
             }
             guard let (state, answered) = next else { return }
+            var written = true
             do {
                 for job in state.run.jobs where state.jobs.contains(job.workflow) {
                     try await store.saveJob(job, run: state.run.name)
@@ -72,10 +74,11 @@ final class RecordWriter: @unchecked Sendable {
                     try await store.saveRun(state.run)
                 }
             } catch {
+                written = false
                 logger.error("cannot save run record: \(error)")
                 sink.emit(.notice("warning: cannot save the run record: \(error)"))
             }
-            for waiter in answered { waiter.resume() }
+            for waiter in answered { waiter.resume(returning: written) }
         }
     }
 }

@@ -231,7 +231,9 @@ dstack_poll() {
       p_len=$((p_size - p_off))
       [ "$p_len" -gt 4194304 ] && p_len=4194304 p_more=1
       echo "D $p_n $p_len"
-      tail -c +$((p_off + 1)) "$p_d/log" | head -c "$p_len"
+      # Exactly p_len bytes, whatever happens to the log meanwhile (a log cut short by someone else is padded
+      # with NULs rather than leaving the frame short, which would garble every later answer).
+      tail -c +$((p_off + 1)) "$p_d/log" | dd bs="$p_len" count=1 iflag=fullblock conv=sync 2>/dev/null
     fi
     if [ -n "$p_more" ]; then
       echo "S $p_n running"
