@@ -111,8 +111,9 @@ extension Template {
     }
 
     /// Substitutes every reference into a shell command like `renderShell(_:)`; `variables_as_args` becomes
-    /// `--name value` for each of `arguments`, each value quoted for where it lands.
-    public func renderShell(_ values: [String: String], arguments: [(name: String, value: String)]) throws(TemplateError) -> String {
+    /// `--name value` for each of `arguments`, each value quoted for where it lands (without `arguments`, it is a
+    /// variable like any other).
+    public func renderShell(_ values: [String: String], arguments: [(name: String, value: String)]?) throws(TemplateError) -> String {
         var out = ""
         var context = ShellContext()
         func write(_ text: String) {
@@ -123,8 +124,8 @@ extension Template {
             switch part {
             case .text(let text):
                 write(text)
-            case .variable(Self.argumentsVariable, let offset):
-                for (index, pair) in arguments.enumerated() {
+            case .variable(Self.argumentsVariable, let offset) where arguments != nil:
+                for (index, pair) in (arguments ?? []).enumerated() {
                     // Names hold only letters, digits, '_' and '-': safe as written in every context.
                     write((index == 0 ? "" : " ") + "--" + pair.name + " ")
                     guard let text = context.insertion(for: pair.value) else { throw Self.ambiguousPlacement(Self.argumentsVariable, offset) }

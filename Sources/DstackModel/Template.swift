@@ -88,23 +88,7 @@ public struct Template: Sendable, Hashable {
     /// A reference after a `\'` inside bash's `$'...'` is refused: bash and dash read the rest of the line
     /// differently there, so no quoting is safe in both.
     public func renderShell(_ values: [String: String]) throws(TemplateError) -> String {
-        var out = ""
-        var context = ShellContext()
-        func write(_ text: String) {
-            out += text
-            context.advance(over: text)
-        }
-        for part in parts {
-            switch part {
-            case .text(let text):
-                write(text)
-            case .variable(let name, let offset):
-                guard let value = values[name] else { write("${{ \(name) }}"); continue }
-                guard let text = context.insertion(for: value) else { throw Self.ambiguousPlacement(name, offset) }
-                write(text)
-            }
-        }
-        return out
+        try renderShell(values, arguments: nil)
     }
 }
 
