@@ -6,8 +6,9 @@ import Darwin
 #endif
 
 /// The slot and GPU locks of a runner's work directory, taken in this process for the local runner: the same
-/// folders, owner files and rules as `dstack_acquire` in `Scripts/agent.sh` (atomic `mkdir`, a `held-JOB` file,
-/// reclaim through a tombstone rename), without a shell per job.
+/// files and rules as `dstack_acquire` in `Scripts/agent.sh` (a lock file made by an exclusive create, holding
+/// `JOB OWNER`; a `held-JOB` file; reclaim through a tombstone rename; an older dstack's lock folders with an
+/// `owner` file inside read alike), without a shell per job.
 struct LocalLocks {
     /// The runner's work directory.
     let base: String
@@ -21,7 +22,7 @@ struct LocalLocks {
     }()
 
     /// Serialises this process's own lock changes (jobs start and end on many threads at once); other processes
-    /// are kept apart by the atomic `mkdir` and rename, as on SSH runners.
+    /// are kept apart by the exclusive create and rename, as on SSH runners.
     private static let inProcess = NSLock()
 
     /// Takes a slot and `need` of `gpus` for `job`; nil when not enough is free now (nothing kept then).
@@ -52,7 +53,7 @@ struct LocalLocks {
             held.append("gpu-\(g)")
         }
         if got.count < need {
-            for name in held { try? FileManager.default.removeItem(atPath: locks + "/" + name) }
+            for name in held { Self.remove(locks + "/" + name) }
             return nil
         }
         try Self.writeFile(held.joined(separator: " ") + "\n", to: locks + "/held-" + job)
@@ -68,18 +69,30 @@ struct LocalLocks {
         guard let held = read(locks + "/held-" + job) else { return }
         for name in held.split(separator: " ") {
             let lock = locks + "/" + name
-            if read(lock + "/owner")?.split(separator: " ").first.map(String.init) == job {
-                try? FileManager.default.removeItem(atPath: lock)
-            }
+            if holder(of: lock) == job { Self.remove(lock) }
         }
         unlink(locks + "/held-" + job)
     }
 
     private func take(_ name: String, job: String, owner: String) -> Bool {
-        let lock = locks + "/" + name
-        guard mkdir(lock, 0o755) == 0 else { return false }
-        try? Self.writeFile("\(job) \(owner)\n", to: lock + "/owner")
+        let fd = open(locks + "/" + name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let line = Array("\(job) \(owner)\n".utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         return true
+    }
+
+    /// The job holding `lock` (a lock file, or an older dstack's lock folder with its `owner` file).
+    private func holder(of lock: String) -> String? {
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: lock, isDirectory: &isFolder) else { return nil }
+        return read(isFolder.boolValue ? lock + "/owner" : lock)?.split(separator: " ").first.map(String.init)
+    }
+
+    /// Removes a lock file (or an older dstack's lock folder).
+    private static func remove(_ path: String) {
+        if unlink(path) != 0, errno == EISDIR || errno == EPERM { try? FileManager.default.removeItem(atPath: path) }
     }
 
     /// Removes locks whose job is over (it wrote its exit code, its process is gone, or it never got a folder in
@@ -88,17 +101,17 @@ struct LocalLocks {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: locks) else { return }
         for name in names where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
             let lock = locks + "/" + name
-            guard let holder = read(lock + "/owner")?.split(separator: " ").first.map(String.init) else {
-                // No owner a minute after it was made: its taker died between the mkdir and writing the owner.
+            guard let taker = holder(of: lock), !taker.isEmpty else {
+                // No owner a minute after it was made: its taker died between making it and writing the owner.
                 if let info = try? FileManager.default.attributesOfItem(atPath: lock),
                    let made = info[.modificationDate] as? Date, Date().timeIntervalSince(made) > 60 {
-                    try? FileManager.default.removeItem(atPath: lock)
+                    Self.remove(lock)
                 }
                 continue
             }
-            let job = base + "/jobs/" + holder
+            let job = base + "/jobs/" + taker
             var over = false
-            if access(job + "/exit", F_OK) == 0 {
+            if access(job + "/exit", F_OK) == 0 {  // written, or being written by a wrapper about to end
                 over = true
             } else if let pid = Self.readPid(job) {
                 over = !pid.alive
@@ -109,10 +122,10 @@ struct LocalLocks {
             guard over else { continue }
             let tomb = locks + "/.reclaim-\(getpid())-" + name
             guard rename(lock, tomb) == 0 else { continue }
-            if read(tomb + "/owner")?.split(separator: " ").first.map(String.init) == holder {
-                try? FileManager.default.removeItem(atPath: tomb)
+            if holder(of: tomb) == taker {
+                Self.remove(tomb)
             } else if rename(tomb, lock) != 0 {
-                try? FileManager.default.removeItem(atPath: tomb)
+                Self.remove(tomb)
             }
         }
     }

@@ -466,7 +466,9 @@ public final class SSHRunner: Runner, Sendable {
         // A container needs its GPUs on its command line: the ones granted, which env.sh exports.
         let run = try JobCommand.script(for: job, engine: request.engine, gpusFromEnvironment: job.image != nil && request.gpuCount > 0)
         var payload = ""
-        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("wrapper.sh", RunnerScript.wrapper.text)] {
+        var files = [("commands.sh", job.script), ("env.sh", env), ("wrapper.sh", RunnerScript.wrapper.text)]
+        if let run { files.append(("run.sh", run)) }
+        for (file, text) in files {
             // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
             let write = "printf '%s' \(shellQuote(text)) > \(file)"
             // env.sh holds the job's environment values: readable by the runner's user only.

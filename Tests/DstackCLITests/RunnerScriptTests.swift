@@ -76,7 +76,7 @@ import Glibc
         let hostile = "x'; touch \(base.path)/pwned; echo '"
         let files = [("commands.sh", "set -e\ncat input.txt\nprintf '%s\\n' \"$VALUE\"\nexit 3\n"),
                      ("env.sh", "export VALUE='" + hostile.replacingOccurrences(of: "'", with: "'\\''") + "'\n"),
-                     ("run.sh", JobCommand.host), ("wrapper.sh", RunnerScript.wrapper.text)]
+                     ("wrapper.sh", RunnerScript.wrapper.text)]
         var payload = ""
         for (name, text) in files {
             payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
@@ -134,7 +134,7 @@ import Glibc
     /// A start payload writing `commands` as the job's commands (no environment).
     static func payload(_ commands: String) -> Data {
         var payload = ""
-        for (name, text) in [("commands.sh", commands), ("env.sh", ""), ("run.sh", JobCommand.host), ("wrapper.sh", RunnerScript.wrapper.text)] {
+        for (name, text) in [("commands.sh", commands), ("env.sh", ""), ("wrapper.sh", RunnerScript.wrapper.text)] {
             payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
         }
         return Data(payload.utf8)
@@ -194,6 +194,53 @@ import Glibc
         let (log, state) = try pollUntilExit(base, "j")
         #expect(state == .exited(0))
         #expect(log == "second\n")
+    }
+
+    @Test func aLockIsOneFileMadeWithoutAProcessAndAnOlderLockFolderStillCounts() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        // slot-0 is held by a running job through an older dstack's lock folder: the new job gets slot-1, as a file.
+        try fm.createDirectory(at: base.appendingPathComponent("locks/slot-0"), withIntermediateDirectories: true)
+        try Data("busy someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/busy"), withIntermediateDirectories: true)
+        let body = Self.payload("sleep 0.3\n")
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "2", "", "0", "me", "snap", "", "0", "", String(body.count)], payload: body),
+                                 AgentRequest("probe", [base.path])])
+        #expect(replies.first?.events == ["granted 1 ", "launched"], "\(replies.map(\.errorText))")
+        var isFolder: ObjCBool = true
+        #expect(fm.fileExists(atPath: base.appendingPathComponent("locks/slot-1").path, isDirectory: &isFolder) && !isFolder.boolValue)
+        #expect(try String(contentsOf: base.appendingPathComponent("locks/slot-1"), encoding: .utf8) == "j me\n")
+        #expect(replies[1].facts.filter { $0.key == "lock" }.map(\.value) == ["slot-0 busy someone", "slot-1 j me"])
+        let (_, state) = try pollUntilExit(base, "j")
+        #expect(state == .exited(0))
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("locks/slot-1").path), "the exit released the lock")
+        #expect(fm.fileExists(atPath: base.appendingPathComponent("locks/slot-0/owner").path), "another job's lock stays")
+    }
+
+    @Test func anExitFileWithoutItsLineIsNotAnExitStatus() throws {
+        // The wrapper writes `exit` in place: a file with no whole line is one being written, or one its wrapper
+        // was killed in the middle of writing — never a status, and never a job polled as running forever.
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/j"), withIntermediateDirectories: true)
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        try Data("\(gone.processIdentifier) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
+        try Data().write(to: base.appendingPathComponent("jobs/j/log"))
+        try Data("0".utf8).write(to: base.appendingPathComponent("jobs/j/exit"))
+        var reply = try agent([AgentRequest("poll", [base.path, "j", "0"])])[0]
+        #expect(reply.states[0] == .gone)
+        #expect(LocalRunner.exitCode(base.appendingPathComponent("jobs/j/exit").path) == nil)
+        try Data("0\n".utf8).write(to: base.appendingPathComponent("jobs/j/exit"))
+        reply = try agent([AgentRequest("poll", [base.path, "j", "0"])])[0]
+        #expect(reply.states[0] == .exited(0))
+        #expect(LocalRunner.exitCode(base.appendingPathComponent("jobs/j/exit").path) == "0")
     }
 
     @Test func aValueWithALineBreakIsNeverFramedAsARequest() {

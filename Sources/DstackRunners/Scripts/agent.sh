@@ -20,8 +20,20 @@
 exec 3<&0 </dev/null
 umask 022
 
-# dstack_acquire BASE JOB SLOTS GPUS NEED OWNER: takes a job slot and NEED of the GPUS (space-separated) with atomic
-# mkdir locks under BASE/locks; sets `slot` and `got`. A job that holds its locks already gets them back. Returns 3
+# A lock is a file BASE/locks/slot-N or gpu-N holding `JOB OWNER`, made by an exclusive create (noclobber: O_EXCL,
+# no process). An older dstack made each lock a folder with an `owner` file inside; such locks are read (from
+# LOCK/owner) and reclaimed alike.
+
+# dstack_take LOCK JOB OWNER: takes LOCK for JOB when nobody holds it.
+dstack_take() {
+  set -C
+  if { printf '%s %s\n' "$2" "$3" > "$1"; } 2>/dev/null; then set +C; return 0; fi
+  set +C
+  return 1
+}
+
+# dstack_acquire BASE JOB SLOTS GPUS NEED OWNER: takes a job slot and NEED of the GPUS (space-separated) with the
+# locks above under BASE/locks; sets `slot` and `got`. A job that holds its locks already gets them back. Returns 3
 # when no slot is free and 4 when not enough GPUs are (nothing is kept then). Locks whose job is over (it wrote its
 # exit code, or its process is gone, or it never got a folder in 10 minutes) are reclaimed by renaming them to a
 # tombstone first, so a lock another job took in between is never removed.
@@ -34,7 +46,8 @@ dstack_acquire() {
     { read -r a_held < "$a_base/locks/held-$a_job"; } 2>/dev/null
     for a_l in $a_held; do
       a_holder=""
-      { read -r a_holder _ < "$a_base/locks/$a_l/owner"; } 2>/dev/null
+      [ -d "$a_base/locks/$a_l" ] && a_l_of=$a_base/locks/$a_l/owner || a_l_of=$a_base/locks/$a_l
+      { read -r a_holder _ < "$a_l_of"; } 2>/dev/null
       [ "$a_holder" = "$a_job" ] || a_mine=""
       case $a_l in slot-*) slot=${a_l#slot-} ;; gpu-*) got="$got ${a_l#gpu-}" ;; esac
     done
@@ -44,11 +57,12 @@ dstack_acquire() {
     rm -f "$a_base/locks/held-$a_job"
   fi
   for a_l in "$a_base"/locks/slot-* "$a_base"/locks/gpu-*; do
-    [ -d "$a_l" ] || continue
-    a_holder="" a_pid=""
-    { read -r a_holder _ < "$a_l/owner"; } 2>/dev/null
+    [ -e "$a_l" ] || continue
+    a_holder="" a_pid="" a_of=$a_l
+    [ -d "$a_l" ] && a_of=$a_l/owner
+    { read -r a_holder _ < "$a_of"; } 2>/dev/null
     if [ -z "$a_holder" ]; then
-      # No owner a minute after it was made: its taker died between the mkdir and writing the owner.
+      # No owner a minute after it was made: its taker died between making it and writing the owner.
       [ -n "$(find "$a_l" -maxdepth 0 -mmin +1 2>/dev/null)" ] && rm -rf "$a_l"
       continue
     fi
@@ -68,14 +82,15 @@ dstack_acquire() {
     a_t="$a_base/locks/.reclaim-$$-${a_l##*/}"
     mv "$a_l" "$a_t" 2>/dev/null || continue
     a_now=""
-    { read -r a_now _ < "$a_t/owner"; } 2>/dev/null
+    a_of=$a_t
+    [ -d "$a_t" ] && a_of=$a_t/owner
+    { read -r a_now _ < "$a_of"; } 2>/dev/null
     # Put back a lock taken again meanwhile, unless the name was taken anew (mv would move it inside).
     if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; elif [ ! -e "$a_l" ]; then mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; else rm -rf "$a_t"; fi
   done
   a_held="" a_i=0
   while [ "$a_i" -lt "$a_max" ]; do
-    if mkdir "$a_base/locks/slot-$a_i" 2>/dev/null; then
-      printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/slot-$a_i/owner"
+    if dstack_take "$a_base/locks/slot-$a_i" "$a_job" "$a_owner"; then
       slot=$a_i a_held="slot-$a_i"
       break
     fi
@@ -85,8 +100,7 @@ dstack_acquire() {
   a_n=0
   for a_g in $a_gpus; do
     [ "$a_n" -ge "$a_need" ] && break
-    if mkdir "$a_base/locks/gpu-$a_g" 2>/dev/null; then
-      printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/gpu-$a_g/owner"
+    if dstack_take "$a_base/locks/gpu-$a_g" "$a_job" "$a_owner"; then
       got="$got $a_g" a_held="$a_held gpu-$a_g" a_n=$((a_n + 1))
     fi
   done
@@ -109,8 +123,9 @@ dstack_release_locks() {
   { read -r r_held < "$r_base/locks/held-$r_job"; } 2>/dev/null
   set --
   for r_l in $r_held; do
-    r_holder=""
-    { read -r r_holder _ < "$r_base/locks/$r_l/owner"; } 2>/dev/null
+    r_holder="" r_of=$r_base/locks/$r_l
+    [ -d "$r_of" ] && r_of=$r_of/owner
+    { read -r r_holder _ < "$r_of"; } 2>/dev/null
     [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_base/locks/$r_l"
   done
   rm -rf "$@" "$r_base/locks/held-$r_job"
@@ -217,8 +232,9 @@ dstack_poll() {
     p_d="jobs/$1" p_off=$2
     shift 2
     if [ ! -d "$p_d" ]; then echo "S $p_n missing"; p_n=$((p_n + 1)); continue; fi
-    p_done=""
-    [ -f "$p_d/exit" ] && p_done=1
+    # Done once `exit` holds a whole line (the wrapper writes it in place: an empty or partial file is not yet).
+    p_done="" p_code=""
+    { read -r p_code < "$p_d/exit"; } 2>/dev/null && p_done=1
     # An empty log needs no wc (most polls of a quiet job): `-s` is a builtin test.
     if [ "$p_off" -eq 0 ] && [ ! -s "$p_d/log" ]; then
       p_size=0
@@ -238,8 +254,6 @@ dstack_poll() {
     if [ -n "$p_more" ]; then
       echo "S $p_n running"
     elif [ -n "$p_done" ]; then
-      p_code=""
-      { read -r p_code < "$p_d/exit"; } 2>/dev/null
       echo "S $p_n exit $p_code"
       # It is over: its slot and GPUs go back now (its folder stays until its results are stored).
       dstack_release_locks "$PWD" "${p_d#jobs/}"
@@ -248,7 +262,7 @@ dstack_poll() {
       { read -r p_pid p_boot < "$p_d/pid"; } 2>/dev/null
       if [ -n "$p_pid" ] && { [ -n "$p_boot" ] && [ "$p_boot" != "$dstack_boot" ] || ! kill -0 "$p_pid" 2>/dev/null; }; then
         # The wrapper may have written its exit code just now.
-        if [ -f "$p_d/exit" ]; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
+        if { read -r p_code < "$p_d/exit"; } 2>/dev/null; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
       else
         echo "S $p_n running"
       fi
@@ -308,7 +322,9 @@ dstack_probe() {
   done
   df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print "K disk_free_kb", $4 }'
   for l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
-    [ -f "$l/owner" ] && { read -r o_owner < "$l/owner"; echo "K lock ${l##*/} $o_owner"; }
+    o_of=$l
+    [ -d "$l" ] && o_of=$l/owner
+    [ -f "$o_of" ] && { read -r o_owner < "$o_of"; echo "K lock ${l##*/} $o_owner"; }
   done
   # The python3.X interpreters on PATH (the login shell's: conda and pyenv included), for jobs that ask for one.
   IFS=:
