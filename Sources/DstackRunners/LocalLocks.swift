@@ -7,8 +7,8 @@ import Darwin
 
 /// The slot and GPU locks of a runner's work directory, taken in this process for the local runner: the same
 /// files and rules as `dstack_acquire` in `Scripts/agent.sh` (a lock file made by an exclusive create, holding
-/// `JOB OWNER`; a `held-JOB` file; reclaim through a tombstone rename; an older dstack's lock folders with an
-/// `owner` file inside read alike), without a shell per job.
+/// `JOB OWNER`; a job's locks are those naming it; reclaim through a tombstone rename, only when too few locks are
+/// free; an older dstack's lock folders with an `owner` file inside read alike), without a shell per job.
 struct LocalLocks {
     /// The runner's work directory.
     let base: String
@@ -34,30 +34,41 @@ struct LocalLocks {
         if mkdir(locks, 0o755) != 0 && errno != EEXIST {
             try FileManager.default.createDirectory(atPath: locks, withIntermediateDirectories: true)
         }
-        if let held = read(locks + "/held-" + job) {
-            var slot = 0
-            var got: [Int] = []
-            for name in held.split(separator: " ") {
-                if name.hasPrefix("slot-") { slot = Int(name.dropFirst(5)) ?? 0 }
-                if name.hasPrefix("gpu-"), let g = Int(name.dropFirst(4)) { got.append(g) }
-            }
-            return SlotGrant(slot: slot, gpus: got)
-        }
+        // The locks naming the job are its own (no record of them is kept: a file less per job).
+        let held = heldLocks(job)
+        if let slot = held.slot { return SlotGrant(slot: slot, gpus: held.gpus) }
+        if !held.gpus.isEmpty { releaseLocked(job: job) }  // GPUs without a slot (it was reclaimed): afresh
+        // Free locks first; the locks of jobs that are over only when too few are free.
+        if let grant = take(job: job, slots: slots, gpus: gpus, need: need, owner: owner) { return grant }
         reclaim()
-        var held: [String] = []
+        return take(job: job, slots: slots, gpus: gpus, need: need, owner: owner)
+    }
+
+    /// A slot and `need` of `gpus`, all or nothing.
+    private func take(job: String, slots: Int, gpus: [Int], need: Int, owner: String) -> SlotGrant? {
         guard let slot = (0..<max(1, slots)).first(where: { take("slot-\($0)", job: job, owner: owner) }) else { return nil }
-        held.append("slot-\(slot)")
         var got: [Int] = []
         for g in gpus where got.count < need && take("gpu-\(g)", job: job, owner: owner) {
             got.append(g)
-            held.append("gpu-\(g)")
         }
         if got.count < need {
-            for name in held { Self.remove(locks + "/" + name) }
+            Self.remove(locks + "/slot-\(slot)")
+            for g in got { Self.remove(locks + "/gpu-\(g)") }
             return nil
         }
-        try Self.writeFile(held.joined(separator: " ") + "\n", to: locks + "/held-" + job)
         return SlotGrant(slot: slot, gpus: got)
+    }
+
+    /// The slot and GPUs whose locks name `job`.
+    private func heldLocks(_ job: String) -> (slot: Int?, gpus: [Int]) {
+        var slot: Int?
+        var gpus: [Int] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: locks)) ?? []
+            where (name.hasPrefix("slot-") || name.hasPrefix("gpu-")) && holder(of: locks + "/" + name) == job {
+            if name.hasPrefix("slot-") { slot = Int(name.dropFirst(5)) }
+            if name.hasPrefix("gpu-"), let g = Int(name.dropFirst(4)) { gpus.append(g) }
+        }
+        return (slot, gpus.sorted())
     }
 
     /// Releases what `acquire` took for `job`, only the locks that are still its own.
@@ -66,12 +77,11 @@ struct LocalLocks {
     }
 
     private func releaseLocked(job: String) {
-        guard let held = read(locks + "/held-" + job) else { return }
-        for name in held.split(separator: " ") {
-            let lock = locks + "/" + name
-            if holder(of: lock) == job { Self.remove(lock) }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: locks)) ?? []
+            where (name.hasPrefix("slot-") || name.hasPrefix("gpu-")) && holder(of: locks + "/" + name) == job {
+            Self.remove(locks + "/" + name)
         }
-        unlink(locks + "/held-" + job)
+        unlink(locks + "/held-" + job)  // an older dstack's record of them
     }
 
     private func take(_ name: String, job: String, owner: String) -> Bool {
@@ -85,9 +95,24 @@ struct LocalLocks {
 
     /// The job holding `lock` (a lock file, or an older dstack's lock folder with its `owner` file).
     private func holder(of lock: String) -> String? {
-        var isFolder: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: lock, isDirectory: &isFolder) else { return nil }
-        return read(isFolder.boolValue ? lock + "/owner" : lock)?.split(separator: " ").first.map(String.init)
+        var text = Self.readLine(lock)
+        if text == nil, errno == EISDIR { text = Self.readLine(lock + "/owner") }
+        return text?.split(separator: " ").first.map(String.init)
+    }
+
+    /// The first bytes of a small file, with plain system calls (nil when it cannot be read; errno says why).
+    private static func readLine(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        #if canImport(Glibc)
+        let n = Glibc.read(fd, &buffer, buffer.count)
+        #else
+        let n = Darwin.read(fd, &buffer, buffer.count)
+        #endif
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Removes a lock file (or an older dstack's lock folder).

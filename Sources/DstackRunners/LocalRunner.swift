@@ -215,14 +215,20 @@ public struct LocalRunner: Runner {
     func launch(_ job: JobLaunch, engine: String?, attempt: Int) throws {
         let dir = jobDirectory(job.jobId)
         try LocalLocks.writeFile(job.script, to: dir.path + "/commands.sh")
-        try LocalLocks.writeFile(RunnerScript.wrapper.text, to: dir.path + "/wrapper.sh")
+        let wrapper = baseDirectory.appendingPathComponent(RunnerScript.wrapperFileName).path
+        if access(wrapper, F_OK) != 0 {
+            // Written once per work folder (under a name holding a hash of its text), whole before it is used.
+            let partial = wrapper + ".\(getpid())"
+            try LocalLocks.writeFile(RunnerScript.wrapper.text, to: partial)
+            rename(partial, wrapper)
+        }
         if let run = try JobCommand.script(for: job, engine: engine) { try LocalLocks.writeFile(run, to: dir.path + "/run.sh") }
         try LocalLocks.writeFile("", to: dir.path + "/log")
         try SecretsFile.write(job.secretValues, into: dir)  // 0600, sourced and removed by wrapper.sh
         var environment = InheritedEnvironment.forJobs(ProcessInfo.processInfo.environment)  // issue 16: no credentials
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text; values through the environment.
-        _ = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("wrapper.sh").path, dir.path, job.workingDir,
+        _ = try Subprocess.spawnDetached(["/bin/sh", wrapper, dir.path, job.workingDir,
                                           baseDirectory.path, LocalLocks.bootID, String(attempt)], environment: environment)
     }
 

@@ -52,7 +52,7 @@ import Glibc
         for request in requests { input.append(request.bytes) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", RunnerScript.agent.text]
+        process.arguments = ["-c", RunnerScript.agentProgram]
         let stdin = Pipe(), stdout = Pipe()
         process.standardInput = stdin
         process.standardOutput = stdout
@@ -75,15 +75,14 @@ import Glibc
         // A value that would run as code if it were ever spliced into shell text.
         let hostile = "x'; touch \(base.path)/pwned; echo '"
         let files = [("commands.sh", "set -e\ncat input.txt\nprintf '%s\\n' \"$VALUE\"\nexit 3\n"),
-                     ("env.sh", "export VALUE='" + hostile.replacingOccurrences(of: "'", with: "'\\''") + "'\n"),
-                     ("wrapper.sh", RunnerScript.wrapper.text)]
+                     ("env.sh", "export VALUE='" + hostile.replacingOccurrences(of: "'", with: "'\\''") + "'\n")]
         var payload = ""
         for (name, text) in files {
-            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
+            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || return 2\n"
         }
         let body = Data(payload.utf8)
         func start() throws -> AgentRequest {
-            try AgentRequest("start", [base.path, "job-1", "1", "2", "", "0", "tests", "snap", "", "0", "", String(body.count)], payload: body)
+            try AgentRequest("start", [base.path, "job-1", "1", "2", "", "0", "tests", "snap", "", "0", "", Self.lines(body)], payload: body)
         }
         // Two starts of the same attempt: the second reports, and launches nothing.
         var replies = try agent([start(), start()])
@@ -131,11 +130,16 @@ import Glibc
         #expect(replies[3].facts.contains { $0.key == "lock" && $0.value == "slot-0 other-job someone" })
     }
 
+    /// The number of lines of a start payload (what `dstack_start` reads).
+    static func lines(_ payload: Data) -> String {
+        String(payload.filter { $0 == 0x0A }.count)
+    }
+
     /// A start payload writing `commands` as the job's commands (no environment).
     static func payload(_ commands: String) -> Data {
         var payload = ""
-        for (name, text) in [("commands.sh", commands), ("env.sh", ""), ("wrapper.sh", RunnerScript.wrapper.text)] {
-            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
+        for (name, text) in [("commands.sh", commands), ("env.sh", "")] {
+            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || return 2\n"
         }
         return Data(payload.utf8)
     }
@@ -158,7 +162,7 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: base) }
         try FileManager.default.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
         let body = Self.payload("if [ -e /proc/$$/fd/3 ]; then echo fd3-open; else echo fd3-closed; fi\n")
-        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "t", "snap", "", "0", "", String(body.count)], payload: body)])
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "t", "snap", "", "0", "", Self.lines(body)], payload: body)])
         #expect(replies.first?.status == .ok)
         let (log, state) = try pollUntilExit(base, "j")
         #expect(state == .exited(0))
@@ -186,7 +190,7 @@ import Glibc
         try Data("slot-0\n".utf8).write(to: base.appendingPathComponent("locks/held-j"))
         Thread.sleep(forTimeInterval: 0.2)
         let body = Self.payload("echo second\n")
-        let replies = try agent([AgentRequest("start", [base.path, "j", "2", "1", "", "0", "t", "snap", "", "0", "", String(body.count)], payload: body)])
+        let replies = try agent([AgentRequest("start", [base.path, "j", "2", "1", "", "0", "t", "snap", "", "0", "", Self.lines(body)], payload: body)])
         #expect(replies.first?.status == .ok, "\(replies.map(\.errorText))")
         #expect(replies.first?.events == ["granted 0 ", "launched"])
         old.waitUntilExit()
@@ -206,7 +210,7 @@ import Glibc
         try Data("busy someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
         try fm.createDirectory(at: base.appendingPathComponent("jobs/busy"), withIntermediateDirectories: true)
         let body = Self.payload("sleep 0.3\n")
-        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "2", "", "0", "me", "snap", "", "0", "", String(body.count)], payload: body),
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "2", "", "0", "me", "snap", "", "0", "", Self.lines(body)], payload: body),
                                  AgentRequest("probe", [base.path])])
         #expect(replies.first?.events == ["granted 1 ", "launched"], "\(replies.map(\.errorText))")
         var isFolder: ObjCBool = true

@@ -16,6 +16,11 @@
 # Exit statuses: 0 done; 2 the runner cannot do it (folder, disk); 3 no free slot; 4 not enough free GPUs;
 # 5 no code tree of the snapshot; 6 bad request.
 
+# dstack_wrapper holds the text of wrapper.sh and dstack_wrapper_name the file it is kept in (wrapper-HASH.sh, in
+# each work folder): the coordinator sets both in front of this script (RunnerScript.agentProgram).
+# shellcheck disable=SC2154
+: "${dstack_wrapper:?}" "${dstack_wrapper_name:?}"
+
 # Everything but the request reader gets /dev/null as standard input: no command may eat the next request.
 exec 3<&0 </dev/null
 umask 022
@@ -34,61 +39,41 @@ dstack_take() {
 
 # dstack_acquire BASE JOB SLOTS GPUS NEED OWNER: takes a job slot and NEED of the GPUS (space-separated) with the
 # locks above under BASE/locks; sets `slot` and `got`. A job that holds its locks already gets them back. Returns 3
-# when no slot is free and 4 when not enough GPUs are (nothing is kept then). Locks whose job is over (it wrote its
-# exit code, or its process is gone, or it never got a folder in 10 minutes) are reclaimed by renaming them to a
-# tombstone first, so a lock another job took in between is never removed.
+# when no slot is free and 4 when not enough GPUs are (nothing is kept then), after reclaiming the locks of jobs
+# that are over (dstack_reclaim).
 dstack_acquire() {
   a_base=$1 a_job=$2 a_max=$3 a_gpus=$4 a_need=$5 a_owner=$6
-  slot="" got=""
   [ -d "$a_base/locks" ] || mkdir -p "$a_base/locks" || return 2
-  if [ -f "$a_base/locks/held-$a_job" ]; then
-    a_held="" a_mine=1
-    { read -r a_held < "$a_base/locks/held-$a_job"; } 2>/dev/null
-    for a_l in $a_held; do
-      a_holder=""
-      [ -d "$a_base/locks/$a_l" ] && a_l_of=$a_base/locks/$a_l/owner || a_l_of=$a_base/locks/$a_l
-      { read -r a_holder _ < "$a_l_of"; } 2>/dev/null
-      [ "$a_holder" = "$a_job" ] || a_mine=""
-      case $a_l in slot-*) slot=${a_l#slot-} ;; gpu-*) got="$got ${a_l#gpu-}" ;; esac
-    done
-    [ -n "$a_mine" ] && return 0
-    # A stale record (its locks were reclaimed and may be others' now): take locks afresh.
-    slot="" got=""
-    rm -f "$a_base/locks/held-$a_job"
-  fi
-  for a_l in "$a_base"/locks/slot-* "$a_base"/locks/gpu-*; do
-    [ -e "$a_l" ] || continue
-    a_holder="" a_pid="" a_of=$a_l
-    [ -d "$a_l" ] && a_of=$a_l/owner
-    { read -r a_holder _ < "$a_of"; } 2>/dev/null
-    if [ -z "$a_holder" ]; then
-      # No owner a minute after it was made: its taker died between making it and writing the owner.
-      [ -n "$(find "$a_l" -maxdepth 0 -mmin +1 2>/dev/null)" ] && rm -rf "$a_l"
-      continue
-    fi
-    a_jd="$a_base/jobs/$a_holder"
-    a_over=""
-    if [ -f "$a_jd/exit" ]; then
-      a_over=1
-    elif [ -f "$a_jd/pid" ]; then
-      { read -r a_pid a_boot < "$a_jd/pid"; } 2>/dev/null
-      if [ -n "$a_boot" ] && [ "$a_boot" != "$dstack_boot" ]; then a_over=1
-      elif [ -n "$a_pid" ] && ! kill -0 "$a_pid" 2>/dev/null; then a_over=1; fi
-    elif [ ! -d "$a_jd" ] && [ -n "$(find "$a_l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
-      a_over=1
-    fi
-    [ -n "$a_over" ] || continue
-    # Rename, then check it is still the same holder's: a lock taken again meanwhile is put back.
-    a_t="$a_base/locks/.reclaim-$$-${a_l##*/}"
-    mv "$a_l" "$a_t" 2>/dev/null || continue
-    a_now=""
-    a_of=$a_t
-    [ -d "$a_t" ] && a_of=$a_t/owner
-    { read -r a_now _ < "$a_of"; } 2>/dev/null
-    # Put back a lock taken again meanwhile, unless the name was taken anew (mv would move it inside).
-    if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; elif [ ! -e "$a_l" ]; then mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; else rm -rf "$a_t"; fi
+  # The locks naming the job are its own (no record of them is kept: a file less per job).
+  dstack_held "$a_base" "$a_job"
+  [ -n "$h_slot" ] && { slot=$h_slot got=$h_gpus; return 0; }
+  # GPUs without a slot (its slot was reclaimed): let them go and take afresh.
+  [ -n "$h_gpus" ] && dstack_release_locks "$a_base" "$a_job"
+  # Free locks first; only when too few are free are the locks of jobs that are over looked for (a rename and a
+  # removal, two processes, which the usual start does without).
+  dstack_take_locks && return 0
+  dstack_reclaim "$a_base"
+  dstack_take_locks
+}
+
+# dstack_held BASE JOB: the locks under BASE/locks that name JOB: h_slot (its slot number) and h_gpus (its GPUs,
+# space-separated).
+dstack_held() {
+  h_slot="" h_gpus=""
+  for h_l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
+    [ -e "$h_l" ] || continue
+    h_of=$h_l h_holder=""
+    [ -d "$h_l" ] && h_of=$h_l/owner
+    { read -r h_holder _ < "$h_of"; } 2>/dev/null
+    [ "$h_holder" = "$2" ] || continue
+    case ${h_l##*/} in slot-*) h_slot=${h_l##*/slot-} ;; gpu-*) h_gpus="$h_gpus ${h_l##*/gpu-}" ;; esac
   done
-  a_held="" a_i=0
+  return 0
+}
+
+# dstack_take_locks: the slot and GPU locks of dstack_acquire's job, as its variables say; all or nothing.
+dstack_take_locks() {
+  slot="" got="" a_held="" a_i=0
   while [ "$a_i" -lt "$a_max" ]; do
     if dstack_take "$a_base/locks/slot-$a_i" "$a_job" "$a_owner"; then
       slot=$a_i a_held="slot-$a_i"
@@ -111,36 +96,78 @@ dstack_acquire() {
     slot="" got=""
     return 4
   fi
-  echo "$a_held" > "$a_base/locks/held-$a_job"
   return 0
 }
 
-# dstack_release_locks BASE JOB: releases what dstack_acquire took for the job, only while each lock is still its.
-dstack_release_locks() {
-  r_base=$1 r_job=$2
-  [ -f "$r_base/locks/held-$r_job" ] || return 0
-  r_held=""
-  { read -r r_held < "$r_base/locks/held-$r_job"; } 2>/dev/null
-  set --
-  for r_l in $r_held; do
-    r_holder="" r_of=$r_base/locks/$r_l
-    [ -d "$r_of" ] && r_of=$r_of/owner
-    { read -r r_holder _ < "$r_of"; } 2>/dev/null
-    [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_base/locks/$r_l"
+# dstack_reclaim BASE: removes the locks whose job is over (it wrote its exit code, or its process is gone, or it
+# never got a folder in 10 minutes): each renamed to a tombstone first, so a lock another job took in between is
+# never removed.
+dstack_reclaim() {
+  for a_l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
+    [ -e "$a_l" ] || continue
+    a_holder="" a_pid="" a_of=$a_l
+    [ -d "$a_l" ] && a_of=$a_l/owner
+    { read -r a_holder _ < "$a_of"; } 2>/dev/null
+    if [ -z "$a_holder" ]; then
+      # No owner a minute after it was made: its taker died between making it and writing the owner.
+      [ -n "$(find "$a_l" -maxdepth 0 -mmin +1 2>/dev/null)" ] && rm -rf "$a_l"
+      continue
+    fi
+    a_jd="$1/jobs/$a_holder"
+    a_over=""
+    if [ -f "$a_jd/exit" ]; then
+      a_over=1
+    elif [ -f "$a_jd/pid" ]; then
+      { read -r a_pid a_boot < "$a_jd/pid"; } 2>/dev/null
+      if [ -n "$a_boot" ] && [ "$a_boot" != "$dstack_boot" ]; then a_over=1
+      elif [ -n "$a_pid" ] && ! kill -0 "$a_pid" 2>/dev/null; then a_over=1; fi
+    elif [ ! -d "$a_jd" ] && [ -n "$(find "$a_l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
+      a_over=1
+    fi
+    [ -n "$a_over" ] || continue
+    # Rename, then check it is still the same holder's: a lock taken again meanwhile is put back.
+    a_t="$1/locks/.reclaim-$$-${a_l##*/}"
+    mv "$a_l" "$a_t" 2>/dev/null || continue
+    a_now=""
+    a_of=$a_t
+    [ -d "$a_t" ] && a_of=$a_t/owner
+    { read -r a_now _ < "$a_of"; } 2>/dev/null
+    # Put back a lock taken again meanwhile, unless the name was taken anew (mv would move it inside).
+    if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; elif [ ! -e "$a_l" ]; then mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; else rm -rf "$a_t"; fi
   done
-  rm -rf "$@" "$r_base/locks/held-$r_job"
 }
 
-# dstack_start BASE JOB ATTEMPT SLOTS GPUS NEED OWNER SNAPSHOT WORKDIR EXPORT CLEANUP LENGTH: starts attempt ATTEMPT
+# dstack_release_locks BASE JOB: releases the locks that name the job (and an older dstack's held-JOB record).
+dstack_release_locks() {
+  r_base=$1 r_job=$2
+  set --
+  for r_l in "$r_base"/locks/slot-* "$r_base"/locks/gpu-*; do
+    [ -e "$r_l" ] || continue
+    r_of=$r_l r_holder=""
+    [ -d "$r_l" ] && r_of=$r_l/owner
+    { read -r r_holder _ < "$r_of"; } 2>/dev/null
+    [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_l"
+  done
+  [ -f "$r_base/locks/held-$r_job" ] && set -- "$@" "$r_base/locks/held-$r_job"
+  [ $# -gt 0 ] && rm -rf "$@"
+  return 0
+}
+
+# dstack_start BASE JOB ATTEMPT SLOTS GPUS NEED OWNER SNAPSHOT WORKDIR EXPORT CLEANUP LINES: starts attempt ATTEMPT
 # of a job, or finds it started. Takes the slot (E granted SLOT GPUS, GPUs comma-separated; status 3 or 4 when none
 # is free), copies the snapshot's tree (status 5 when the runner has none) and staged dependency artifacts into
-# the job's folder, evaluates the LENGTH-byte payload there (it writes the job's files, as quoted data), launches
+# the job's folder, evaluates the payload of LINES lines there (it writes the job's files, as quoted data), launches
 # the wrapper detached and answers E launched. A start sent again for the same attempt (after a dropped
 # connection) launches nothing twice: it reports what was done. CLEANUP lists finished jobs' folders to remove.
 dstack_start() {
-  s_base=$1 s_job=$2 s_attempt=$3 s_len=${12}
-  s_payload=$(head -c "$s_len" <&3; echo x)
-  s_payload=${s_payload%x}
+  s_base=$1 s_job=$2 s_attempt=$3 s_lines=${12}
+  # The payload: LINES whole lines, read by the builtin (no process).
+  s_payload="" s_i=0
+  while [ "$s_i" -lt "$s_lines" ] && IFS= read -r s_line <&3; do
+    s_payload="$s_payload$s_line
+"
+    s_i=$((s_i + 1))
+  done
   cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
   s_base=$PWD
   s_rm=""
@@ -179,12 +206,10 @@ dstack_start_locked() {
   if [ "$s_was" = "$s_attempt" ] && [ -f "$d/pid" ]; then
     # This attempt was launched already (a start asked again after a dropped connection, or by attach): report
     # it, whatever the slots and the tree are now; nothing is taken or launched again.
-    slot=0 s_cuda=""
-    { read -r s_held < "$s_base/locks/held-$s_job"; } 2>/dev/null
-    for s_l in $s_held; do
-      case $s_l in slot-*) slot=${s_l#slot-} ;; gpu-*) s_cuda="${s_cuda:+$s_cuda,}${s_l#gpu-}" ;; esac
-    done
-    echo "E granted $slot $s_cuda"
+    dstack_held "$s_base" "$s_job"
+    s_cuda=""
+    for g in $h_gpus; do s_cuda="${s_cuda:+$s_cuda,}$g"; done
+    echo "E granted ${h_slot:-0} $s_cuda"
     echo "E launched"
     return 0
   fi
@@ -207,18 +232,32 @@ dstack_start_locked() {
     cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" ||
       { echo "E error cannot place the dependency artifacts in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   fi
-  (
-    cd "$d" || exit 2
-    eval "$s_payload"
-  ) || { echo "E error cannot write the job's files in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  # The job's files: its commands and environment as the payload writes them (quoted data; no subshell: a line
+  # that fails returns 2 from dstack_payload; env.sh and secrets.env under umask 077).
+  cd "$d" && dstack_payload
+  s_rc=$?
+  umask 022
+  cd "$s_base" || return 2
+  [ "$s_rc" = 0 ] || { echo "E error cannot write the job's files in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   [ "${10}" = 1 ] && printf 'export CUDA_VISIBLE_DEVICES=%s\n' "$s_cuda" >> "$d/env.sh"
   : > "$d/log" || { echo "E error cannot create $d/log"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   # setsid: its own session and process group, so a dropped connection does not end it; the subshell makes it
   # nobody's child here, so a wrapper killed outright is seen gone rather than as a zombie of this shell.
   # 3<&-: the job must never see the agent's request stream (other jobs' payloads come on it).
-  (setsid /bin/sh "$d/wrapper.sh" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
+  # The wrapper: one file per work folder and wrapper text (its name holds a hash of the text), written once.
+  s_wrapper="$s_base/$dstack_wrapper_name"
+  if [ ! -f "$s_wrapper" ]; then
+    printf '%s' "$dstack_wrapper" > "$s_wrapper.$$" && mv -f "$s_wrapper.$$" "$s_wrapper" ||
+      { echo "E error cannot write $s_wrapper"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  fi
+  (setsid /bin/sh "$s_wrapper" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
   echo "E launched"
   return 0
+}
+
+# dstack_payload: evaluates a start's payload in the job's folder.
+dstack_payload() {
+  eval "$s_payload"
 }
 
 # dstack_poll BASE JOB OFFSET [JOB OFFSET]...: for each job, its log from byte OFFSET on (D N LENGTH, at most 4 MiB
