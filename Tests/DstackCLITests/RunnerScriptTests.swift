@@ -223,6 +223,31 @@ import Glibc
         #expect(fm.fileExists(atPath: base.appendingPathComponent("locks/slot-0/owner").path), "another job's lock stays")
     }
 
+    @Test func aLockAPollSawOverIsFreeForTheNextStartAndGoneAfterTheAgent() throws {
+        // The poll that sees a job's exit releases its locks with the agent's next removal: the next start (which
+        // removes the finished folders first) gets the slot, and nothing is left behind when the agent ends.
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/old"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("locks"), withIntermediateDirectories: true)
+        try Data("old me\n".utf8).write(to: base.appendingPathComponent("locks/slot-0"))
+        try Data("0\n".utf8).write(to: base.appendingPathComponent("jobs/old/exit"))
+        try Data().write(to: base.appendingPathComponent("jobs/old/log"))
+        let body = Self.payload("true\n")
+        let replies = try agent([AgentRequest("poll", [base.path, "old", "0"]),
+                                 AgentRequest("start", [base.path, "new", "1", "1", "", "0", "me", "snap", "", "0", "old", Self.lines(body)], payload: body),
+                                 AgentRequest("probe", [base.path])])
+        #expect(replies[0].states[0] == .exited(0))
+        #expect(replies[1].events == ["granted 0 ", "launched"], "\(replies[1].errorText)")
+        #expect(replies[2].facts.filter { $0.key == "lock" }.map(\.value) == ["slot-0 new me"])
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("jobs/old").path), "the finished folder went with the cleanup")
+        let (_, state) = try pollUntilExit(base, "new")
+        #expect(state == .exited(0))
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("locks/slot-0").path), "released when the polling agent ended")
+    }
+
     @Test func anExitFileWithoutItsLineIsNotAnExitStatus() throws {
         // The wrapper writes `exit` in place: a file with no whole line is one being written, or one its wrapper
         // was killed in the middle of writing — never a status, and never a job polled as running forever.

@@ -153,6 +153,45 @@ dstack_release_locks() {
   return 0
 }
 
+# Locks of jobs a poll saw over are released with the next removal this agent runs anyway (the next start's
+# cleanup, a finish, a probe) or when it ends: one process less per job. Meanwhile they are no one's: the job's exit
+# code already makes them reclaimable by any other agent (dstack_reclaim), and this agent takes none before.
+dstack_later_base="" dstack_later_jobs=""
+
+# dstack_release_later BASE JOB: releases the job's locks with the next removal.
+dstack_release_later() {
+  [ -n "$dstack_later_base" ] && [ "$dstack_later_base" != "$1" ] && dstack_flush
+  dstack_later_base=$1 dstack_later_jobs="$dstack_later_jobs $2"
+}
+
+# dstack_flush [PATH]...: removes the PATHs and the locks released later (those still naming their job), in one rm.
+dstack_flush() {
+  if [ -n "$dstack_later_jobs" ]; then
+    for l_l in "$dstack_later_base"/locks/slot-* "$dstack_later_base"/locks/gpu-*; do
+      [ -e "$l_l" ] || continue
+      l_of=$l_l l_holder=""
+      [ -d "$l_l" ] && l_of=$l_l/owner
+      { read -r l_holder _ < "$l_of"; } 2>/dev/null
+      [ -n "$l_holder" ] || continue
+      case " $dstack_later_jobs " in *" $l_holder "*) set -- "$@" "$l_l" ;; esac
+    done
+    dstack_later_base="" dstack_later_jobs=""
+  fi
+  [ $# -gt 0 ] && rm -rf "$@"
+  return 0
+}
+
+# dstack_cleanup NAMES: removes the folders (and start locks) of the finished jobs NAMES (space-separated plain
+# names; others are skipped), relative to the work folder it runs in, with the locks released later.
+dstack_cleanup() {
+  c_names=$1
+  set --
+  for c_old in $c_names; do
+    case $c_old in *[!A-Za-z0-9._-]*|.|..) ;; *) set -- "$@" "jobs/$c_old" "jobs/.start-$c_old" ;; esac
+  done
+  dstack_flush "$@"
+}
+
 # dstack_start BASE JOB ATTEMPT SLOTS GPUS NEED OWNER SNAPSHOT WORKDIR EXPORT CLEANUP LINES: starts attempt ATTEMPT
 # of a job, or finds it started. Takes the slot (E granted SLOT GPUS, GPUs comma-separated; status 3 or 4 when none
 # is free), copies the snapshot's tree (status 5 when the runner has none) and staged dependency artifacts into
@@ -170,11 +209,8 @@ dstack_start() {
   done
   cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
   s_base=$PWD
-  s_rm=""
-  for s_old in ${11}; do case $s_old in *[!A-Za-z0-9._-]*|.|..) ;; *) s_rm="$s_rm jobs/$s_old jobs/.start-$s_old" ;; esac; done
-  # Plain names only (checked above): split as words, one rm for all.
-  # shellcheck disable=SC2086
-  [ -n "$s_rm" ] && rm -rf $s_rm
+  # Finished jobs' folders and the locks released later go in one rm (before any lock is taken here).
+  dstack_cleanup "${11}"
   [ -d jobs ] || mkdir -p jobs || return 2
   # One starter per job at a time: a start whose connection dropped may still be running here. The lock file is
   # made with noclobber (an O_EXCL create, no process) and holds its agent's pid, or "free" once done.
@@ -294,8 +330,8 @@ dstack_poll() {
       echo "S $p_n running"
     elif [ -n "$p_done" ]; then
       echo "S $p_n exit $p_code"
-      # It is over: its slot and GPUs go back now (its folder stays until its results are stored).
-      dstack_release_locks "$PWD" "${p_d#jobs/}"
+      # It is over: its slot and GPUs go back (with the next removal; its folder stays until its results are stored).
+      dstack_release_later "$PWD" "${p_d#jobs/}"
     else
       p_pid="" p_boot=""
       { read -r p_pid p_boot < "$p_d/pid"; } 2>/dev/null
@@ -333,21 +369,26 @@ dstack_stop() {
 dstack_finish() {
   f_base=$1 f_release=$2
   shift 2
-  for f_job; do
+  # Plain names only (checked below): split as words; all removed by one rm.
+  f_jobs=$*
+  set --
+  for f_job in $f_jobs; do
     case $f_job in *[!A-Za-z0-9._-]*|.|..|"") continue ;; esac
-    [ "$f_release" = 1 ] && dstack_release_locks "$f_base" "$f_job"
-    rm -rf "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps" "$f_base/jobs/.start-$f_job"
+    [ "$f_release" = 1 ] && dstack_release_later "$f_base" "$f_job"
+    set -- "$@" "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps" "$f_base/jobs/.start-$f_job"
   done
-  return 0
+  dstack_flush "$@"
 }
 
 # dstack_release BASE JOB: releases the job's locks, keeping its folder.
 dstack_release() {
+  dstack_flush
   dstack_release_locks "$1" "$2"
 }
 
 # dstack_probe WORKDIR: what the runner has, as K lines.
 dstack_probe() {
+  dstack_flush
   mkdir -p "$1" 2>/dev/null
   echo "K os $(uname -s) $(uname -m)"
   echo "K cpus $(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)"
@@ -410,4 +451,5 @@ while IFS= read -r dstack_request <&3; do
   eval "$dstack_request"
   echo ". $?"
 done
+dstack_flush
 exit 0
