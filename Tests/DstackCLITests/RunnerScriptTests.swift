@@ -69,8 +69,11 @@ import Glibc
     @Test func theAgentStartsAJobOnceFollowsItsLogAndReportsItsExit() throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: base) }
-        let tree = base.appendingPathComponent("trees/snap")
+        // A tree as tree-publish.sh leaves it: trees/snap links to .b-snap-x/repo (the other tests keep an older
+        // dstack's plain trees/snap folder).
+        let tree = base.appendingPathComponent("trees/.b-snap-x/repo")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: base.appendingPathComponent("trees/snap").path, withDestinationPath: ".b-snap-x/repo")
         try Data("data\n".utf8).write(to: tree.appendingPathComponent("input.txt"))
         // A value that would run as code if it were ever spliced into shell text.
         let hostile = "x'; touch \(base.path)/pwned; echo '"

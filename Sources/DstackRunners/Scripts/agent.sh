@@ -262,7 +262,14 @@ dstack_start_locked() {
   for g in $got; do s_cuda="${s_cuda:+$s_cuda,}$g"; done
   echo "E granted $slot $s_cuda"
   [ -e "$d" ] && rm -rf "$d"
-  mkdir -p "$d" && printf '%s\n' "$s_attempt" > "$d/attempt" && cp -Rp "$s_base/trees/$8/." "$d/repo" ||
+  # The job's folder with its copy of the code: a tree published as .b-X/repo is copied whole from .b-X (one
+  # process makes the folder too); one made by an older dstack is a folder of code (its parent is trees/, where
+  # nothing is called repo), copied into a new folder.
+  if [ -d "$s_base/trees/$8/../repo" ]; then
+    cp -Rp "$s_base/trees/$8/.." "$d"
+  else
+    mkdir -p "$d" && cp -Rp "$s_base/trees/$8/." "$d/repo"
+  fi && printf '%s\n' "$s_attempt" > "$d/attempt" ||
     { echo "E error cannot copy the code into $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   if [ -d "$d.deps" ]; then
     cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" ||
