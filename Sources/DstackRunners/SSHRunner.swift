@@ -406,6 +406,8 @@ public final class SSHRunner: Runner, Sendable {
                     }
                     guard launched else { throw Refused(error: .job(jobId: job.jobId, reason: "the runner \(name) did not launch it: \(reply.errorText)")) }
                     emit(.launched)
+                    // A job launched this instant has not written anything yet: a poll now would only say so.
+                    try await Task.sleep(for: .milliseconds(5))
                 }
                 let poll = try await agent("poll", [workdir, job.jobId, String(offset)])
                 if unreachableSince != nil {
