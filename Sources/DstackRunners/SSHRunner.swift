@@ -85,6 +85,16 @@ public final class SSHRunner: Runner, Sendable {
         }
     }
 
+    /// Polls a job through the runner's agent (gathered with the other jobs' polls there); connection failures
+    /// become `RunnerError.unavailable`.
+    func pollAgent(_ jobId: String, from offset: Int64) async throws -> PollReply {
+        do {
+            return try await connection.agent(runner: name).poll(base: workdir, job: jobId, offset: offset)
+        } catch let error as SSHError {
+            throw RunnerError.unavailable(runner: name, reason: "\(error)")
+        }
+    }
+
     func failure(_ what: String, _ result: ExecResult) -> RunnerError {
         let detail = result.stderrText.trimmingCharacters(in: .whitespacesAndNewlines)
         return .unavailable(runner: name, reason: "\(what) failed (\(result.statusDescription))\(detail.isEmpty ? "" : ": \(detail)")")
@@ -409,18 +419,18 @@ public final class SSHRunner: Runner, Sendable {
                     // A job launched this instant has not written anything yet: a poll now would only say so.
                     try await Task.sleep(for: .milliseconds(5))
                 }
-                let poll = try await agent("poll", [workdir, job.jobId, String(offset)])
+                let poll = try await pollAgent(job.jobId, from: offset)
                 if unreachableSince != nil {
                     unreachableSince = nil
                     emit(.notice("reconnected to \(name)"))
                 }
                 guard poll.status == .ok else { throw Refused(error: .unavailable(runner: name, reason: "following the job failed (\(poll.status)): \(poll.errorText)")) }
-                if let data = poll.data[0], !data.isEmpty {
+                if let data = poll.data, !data.isEmpty {
                     offset += Int64(data.count)
                     emit(.log(data))
                     nap = .milliseconds(20)
                 }
-                switch poll.states[0] ?? .running {
+                switch poll.state ?? .running {
                 case .running:
                     try await Task.sleep(for: nap)
                     nap = min(nap * 2, .milliseconds(200))

@@ -177,27 +177,38 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: base) }
         let fm = FileManager.default
         try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
-        // Attempt 1 of the job still runs here (the coordinator gave it up): its process group leader is a
-        // `setsid sleep` of this test, recorded as the job's wrapper, with a slot lock.
-        let old = Process()
-        old.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        old.arguments = ["-w", "/bin/sleep", "31"]
-        try old.run()
-        defer { if old.isRunning { old.terminate() } }
+        // Attempt 1 of the job still runs here (the coordinator gave it up): a `sleep` in a session of its own (so
+        // its own process group leader, as a wrapper is), recorded as the job's wrapper, with a slot lock.
+        try fm.createDirectory(at: base, withIntermediateDirectories: true)
+        // posix_spawn with setsid, every other descriptor closed: nothing of this test's is held by the sleep.
+        let oldPid = try Subprocess.spawnDetached(["/bin/sleep", "31"], environment: [:])
+        try #require(oldPid > 0)
+        defer { kill(oldPid, SIGKILL) }
+        // Reaped as soon as it ends, as a wrapper is by init (a zombie would pass the agent's `kill -0`).
+        Thread.detachNewThread { var status: Int32 = 0; waitpid(oldPid, &status, 0) }
         let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         try fm.createDirectory(at: base.appendingPathComponent("jobs/j"), withIntermediateDirectories: true)
         try Data("1\n".utf8).write(to: base.appendingPathComponent("jobs/j/attempt"))
-        try Data("\(old.processIdentifier) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
+        try Data("\(oldPid) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
         try fm.createDirectory(at: base.appendingPathComponent("locks/slot-0"), withIntermediateDirectories: true)
         try Data("j someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
         try Data("slot-0\n".utf8).write(to: base.appendingPathComponent("locks/held-j"))
-        Thread.sleep(forTimeInterval: 0.2)
         let body = Self.payload("echo second\n")
         let replies = try agent([AgentRequest("start", [base.path, "j", "2", "1", "", "0", "t", "snap", "", "0", "", Self.lines(body)], payload: body)])
         #expect(replies.first?.status == .ok, "\(replies.map(\.errorText))")
         #expect(replies.first?.events == ["granted 0 ", "launched"])
-        old.waitUntilExit()
-        #expect(old.terminationReason == .uncaughtSignal, "attempt 1 was not stopped")
+        // Gone (or a zombie nobody reaped yet: it was killed all the same).
+        func alive(_ pid: pid_t) -> Bool {
+            guard kill(pid, 0) == 0 else { return false }
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return !status.contains("State:\tZ")
+        }
+        var stopped = false
+        for _ in 0..<100 where !stopped {
+            stopped = !alive(oldPid)
+            if !stopped { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(stopped, "attempt 1 was not stopped")
         let (log, state) = try pollUntilExit(base, "j")
         #expect(state == .exited(0))
         #expect(log == "second\n")
@@ -249,6 +260,26 @@ import Glibc
         let (_, state) = try pollUntilExit(base, "new")
         #expect(state == .exited(0))
         #expect(!fm.fileExists(atPath: base.appendingPathComponent("locks/slot-0").path), "released when the polling agent ended")
+    }
+
+    @Test func aStartSentAgainBeforeTheWrapperRanLaunchesNothing() throws {
+        // The agent marks the attempt launched itself: a start sent again right behind the first (before the
+        // wrapper wrote its pid) reports it, rather than taking the folder for an unfinished start and running the
+        // job a second time (seen when two starts came in one write).
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/j/repo"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("locks"), withIntermediateDirectories: true)
+        try Data("1\nlaunched\n".utf8).write(to: base.appendingPathComponent("jobs/j/attempt"))
+        try Data("j me\n".utf8).write(to: base.appendingPathComponent("locks/slot-0"))
+        let body = Self.payload("echo again > again.txt\n")
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "me", "snap", "", "0", "", Self.lines(body)], payload: body)])
+        #expect(replies.first?.events == ["granted 0 ", "launched"], "\(replies.map(\.errorText))")
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("jobs/j/repo/again.txt").path), "the job ran again")
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("jobs/j/log").path), "the folder was made anew")
     }
 
     @Test func anExitFileWithoutItsLineIsNotAnExitStatus() throws {

@@ -237,9 +237,11 @@ dstack_start() {
 
 dstack_start_locked() {
   d="$s_base/jobs/$s_job"
-  s_was=""
-  { read -r s_was < "$d/attempt"; } 2>/dev/null
-  if [ "$s_was" = "$s_attempt" ] && [ -f "$d/pid" ]; then
+  # `attempt` holds the attempt's number, and a second line `launched` once its wrapper was started (the pid file
+  # comes only when the wrapper runs, which may be after a start sent again right behind this one).
+  s_was="" s_launched=""
+  { { read -r s_was; read -r s_launched; } < "$d/attempt"; } 2>/dev/null
+  if [ "$s_was" = "$s_attempt" ] && { [ "$s_launched" = launched ] || [ -f "$d/pid" ]; }; then
     # This attempt was launched already (a start asked again after a dropped connection, or by attach): report
     # it, whatever the slots and the tree are now; nothing is taken or launched again.
     dstack_held "$s_base" "$s_job"
@@ -294,6 +296,7 @@ dstack_start_locked() {
       { echo "E error cannot write $s_wrapper"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   fi
   (setsid /bin/sh "$s_wrapper" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
+  echo launched >> "$d/attempt"
   echo "E launched"
   return 0
 }
