@@ -32,7 +32,7 @@ final class RecordWriter: @unchecked Sendable {
     private var writing = false
     private var runWrittenAt = Date.distantPast
 
-    init(store: RunStore, sink: any RunEventSink, logger: Logger, settle: Duration = .milliseconds(50)) {
+    init(store: RunStore, sink: any RunEventSink, logger: Logger, settle: Duration = .milliseconds(500)) {
         self.store = store
         self.sink = sink
         self.logger = logger
