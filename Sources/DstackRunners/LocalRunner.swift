@@ -288,12 +288,13 @@ public struct LocalRunner: Runner {
 
     private func parseExit(_ dir: URL, _ path: String) -> JobExit {
         var status: Int32 = 0
-        // The wrapper exits right after writing `exit`; reap it (if it is our child) so no zombie is left.
-        if let pid = LocalLocks.readPid(dir.path)?.pid {
-            for _ in 0..<200 {
-                let reaped = waitpid(pid, &status, WNOHANG)
-                if reaped == pid || reaped < 0 { break }
-                usleep(5_000)
+        // The wrapper exits right after writing `exit`; reap it (if it is our child) so no zombie is left: now if
+        // it is gone already, else on the reaper's own thread (a blocking wait never runs on the tasks' threads,
+        // and the next job need not wait for it).
+        if let pid = LocalLocks.readPid(dir.path)?.pid, waitpid(pid, &status, WNOHANG) == 0 {
+            Self.reaper.async {
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, 0)
             }
         }
         let text = Self.exitCode(path) ?? ""
@@ -301,6 +302,9 @@ public struct LocalRunner: Runner {
         if code > 128, code < 160 { return JobExit(code: code, signal: code - 128) }
         return JobExit(code: code)
     }
+
+    /// Where wrappers that wrote their exit code but have not ended yet are waited for.
+    private static let reaper = DispatchQueue(label: "dstack.local-runner.reaper")
 
     /// The text of the job's `exit` file once it holds a whole line (the wrapper writes it in place, so an empty or
     /// partial file is not written yet); nil before.
