@@ -81,7 +81,7 @@ extension Coordinator {
         guard let exit else {
             return .ended(job, member, .lost("\(member.info.name) did not say how the job ended"), released: released)
         }
-        return .ended(job, member, await conclude(job, on: member, exit: exit), released: released)
+        return .exited(job, member, exit, released: released)
     }
 
     /// Stops the job once it has run for its `max_duration`.
@@ -97,7 +97,7 @@ extension Coordinator {
 
     /// What an attempt whose job exited with `exit` comes to: stopped, failed, lost, or done once its artifacts
     /// and cache entry are stored.
-    nonisolated private func conclude(_ job: PlannedJob, on member: PoolMember, exit: JobExit) async -> Outcome {
+    nonisolated func conclude(_ job: PlannedJob, on member: PoolMember, exit: JobExit) async -> Outcome {
         let runner = member.runner
         do {
             if await hasTimedOut(job) {
