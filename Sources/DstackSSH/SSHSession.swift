@@ -65,6 +65,11 @@ public final class SSHSession: Sendable {
         } catch let error as SSHError {
             // The jump host's own connection failing is its failure, not the runner's.
             let jumpFailure = lease.session.failure
+            if jumpFailure == nil, case .handshakeFailed = error,
+               let named = await explainNegotiation(through: lease.session, options, logger: logger) {
+                await lease.release()
+                throw named
+            }
             await lease.release()
             if let jumpFailure {
                 throw SSHError.jumpHostFailed(jump: lease.name, target: options.hostKeyName, error: jumpFailure)

@@ -17,10 +17,16 @@ final class NetnsBed: Sendable {
     let directory: URL
     let servers: [Server]
 
-    /// Starts a bastion, `runners` runners behind it and `deep` runners behind the first runner.
-    init(runners: Int, deep: Int = 0) throws {
+    /// Starts a bastion, `runners` runners behind it and `deep` runners behind the first runner;
+    /// `extraConfigs[k]` is added to the sshd_config of runner k (counting from 1).
+    init(runners: Int, deep: Int = 0, extraConfigs: [Int: String] = [:]) throws {
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-netns-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        for (k, text) in extraConfigs {
+            let folder = directory.appendingPathComponent("runners/runner-\(k)")
+            try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+            try Data(text.utf8).write(to: folder.appendingPathComponent("extra_config"))
+        }
         let start = try Sandbox.run(["bash", Self.script, "start", String(runners), directory.path, String(deep)],
                                     in: Sandbox.repositoryRoot)
         guard start.status == 0 else {
