@@ -96,7 +96,8 @@ public final class OpenSSHSession: RemoteSession, @unchecked Sendable {
             if devNull >= 0 { Posix.close(devNull) }
             if errorFD >= 0 { Posix.close(errorFD) }
         }
-        let ended = LockedBox<OpenSSHSession?>(nil)
+        // Weak: the master's exit handler must not keep the session alive (it lives as long as the master).
+        let ended = LockedBox(WeakSession())
         let exited = LockedBox<Bool>(false)
         let arguments = ["-F", folder + "/config", "-M", "-S", folder + "/control", "-N", "-T", "-o", "ControlPersist=no", Self.target]
         logger.debug("ssh \(target): starting \(client) \(arguments.joined(separator: " "))")
@@ -109,7 +110,7 @@ public final class OpenSSHSession: RemoteSession, @unchecked Sendable {
         }
         master.onExit { _ in
             exited.set(true)
-            ended.get()?.masterEnded(Self.tail(of: errorPath))
+            ended.get().value?.masterEnded(Self.tail(of: errorPath))
         }
         // ssh opens the control socket once the connection is authenticated.
         let deadline = ContinuousClock.now + options.connectTimeout + .seconds(5)
@@ -133,7 +134,7 @@ public final class OpenSSHSession: RemoteSession, @unchecked Sendable {
             }
         }
         let session = OpenSSHSession(options: options, logger: logger, folder: folder, client: client, master: master)
-        ended.set(session)
+        ended.set(WeakSession(value: session))
         if exited.get() { session.masterEnded(tail(of: errorPath)) }
         logger.debug("ssh \(target): connected through the system ssh client (transport: openssh)")
         return session
@@ -465,6 +466,11 @@ enum OpenSSHChild {
             }
         }
     }
+}
+
+/// A session held weakly, for handlers that must not keep it alive.
+struct WeakSession: Sendable {
+    weak var value: OpenSSHSession?
 }
 
 /// At most N commands at once over one master (sshd's MaxSessions is 10); more wait their turn.
