@@ -122,14 +122,16 @@ import Testing
         #expect(try bed.log(bed.runners[0]) == runnerLog, "nothing reached the runner behind the bastion")
     }
 
-    @Test func theBastionsSessionsKilledMidJobTheJobIsFollowedToItsEndAndRunsOnce() throws {
+    /// Over libssh2 the tunnels drop; over the system ssh client the master's `ssh -W` to the bastion does.
+    @Test(arguments: ["libssh2", "openssh"])
+    func theBastionsSessionsKilledMidJobTheJobIsFollowedToItsEndAndRunsOnce(transport: String) throws {
         let bed = try NetnsBed(runners: 1)
         defer { bed.stop() }
         let box = try Sandbox()
         defer { box.cleanup() }
         let counter = bed.directory.appendingPathComponent("count")
         try box.workflows(FaultTests.workflows(counter: counter.path))
-        try box.write(".dstack/hosts.yaml", bed.inventory([("r", bed.runners[0], "proxy_jump: bastion")]))
+        try box.write(".dstack/hosts.yaml", bed.inventory([("r", bed.runners[0], "proxy_jump: bastion\ntransport: \(transport)")]))
         let env = box.environment.merging(bed.environment) { $1 }
 
         let coordinator = try Sandbox.start([Sandbox.binary, "run", "after"], in: box.project, environment: env)
