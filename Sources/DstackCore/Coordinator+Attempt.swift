@@ -122,11 +122,17 @@ extension Coordinator {
                 if exit.code == nil { return .lost(exit.summary) }
                 return .failed(exit, exit.summary)
             }
-            // A job with nothing to collect goes straight to done: one record write less per job.
-            if !job.artifacts.isEmpty { await setStatus(job.workflow, .uploading) }
-            _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
-                try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
-                                               paths: job.artifacts, from: directory)
+            if job.artifacts.isEmpty {
+                // Nothing to collect: the runner is not asked (no staging folder, no round trip), the manifest says
+                // so, and the job goes straight to done (one record write less per job).
+                _ = try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id, paths: [],
+                                                   from: FileManager.default.temporaryDirectory)
+            } else {
+                await setStatus(job.workflow, .uploading)
+                _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
+                    try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
+                                                   paths: job.artifacts, from: directory)
+                }
             }
             try await store.recordCache(job.cacheKey, CacheEntry(run: runName, job: job.id, finishedAt: Date()))
             return .done

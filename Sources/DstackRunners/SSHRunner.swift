@@ -406,6 +406,8 @@ public final class SSHRunner: Runner, Sendable {
                     }
                     guard launched else { throw Refused(error: .job(jobId: job.jobId, reason: "the runner \(name) did not launch it: \(reply.errorText)")) }
                     emit(.launched)
+                    // A job launched this instant has not written anything yet: a poll now would only say so.
+                    try await Task.sleep(for: .milliseconds(5))
                 }
                 let poll = try await agent("poll", [workdir, job.jobId, String(offset)])
                 if unreachableSince != nil {
@@ -465,22 +467,28 @@ public final class SSHRunner: Runner, Sendable {
         }
         // A container needs its GPUs on its command line: the ones granted, which env.sh exports.
         let run = try JobCommand.script(for: job, engine: request.engine, gpusFromEnvironment: job.image != nil && request.gpuCount > 0)
+        // Evaluated by the agent in the job's folder, line by line in its own shell: printf is a builtin (no process
+        // per file) and each text is one single-quoted word (data, never code); a line that fails returns 2.
+        var files = [("commands.sh", job.script, false), ("env.sh", env, true)]
+        if let run { files.append(("run.sh", run, false)) }
+        // Secrets: created 0600, read and removed by the wrapper before any command runs.
+        if !job.secretValues.isEmpty { files.append((SecretsFile.name, SecretsFile.text(job.secretValues), true)) }
         var payload = ""
-        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("wrapper.sh", RunnerScript.wrapper.text)] {
-            // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
-            let write = "printf '%s' \(shellQuote(text)) > \(file)"
-            // env.sh holds the job's environment values: readable by the runner's user only.
-            payload += (file == "env.sh" ? "(umask 077 && \(write))" : write) + " || exit 2\n"
+        for (file, text, secret) in files {
+            // env.sh and secrets.env hold the job's values: readable by the runner's user only.
+            if secret { payload += "umask 077\n" }
+            payload += "printf '%s' \(shellQuote(text)) > \(file) || return 2\n"
+            if secret { payload += "umask 022\n" }
         }
-        if !job.secretValues.isEmpty {
-            // Created 0600 (umask in a subshell), read and removed by the wrapper before any command runs.
-            payload += "(umask 077 && printf '%s' \(shellQuote(SecretsFile.text(job.secretValues))) > \(SecretsFile.name)) || exit 2\n"
+        guard !payload.utf8.contains(0) else {
+            throw RunnerError.job(jobId: job.jobId, reason: "its commands or environment hold a NUL byte, which a shell cannot carry")
         }
         let cleanup = request.cleanup.filter(Self.isPlainName).joined(separator: " ")
         let data = Data(payload.utf8)
         let arguments = [workdir, job.jobId, String(request.attempt), String(request.slots),
                          request.gpus.map(String.init).joined(separator: " "), String(request.gpuCount), request.owner,
-                         request.snapshot.id, job.workingDir, request.exportGPUs ? "1" : "0", cleanup, String(data.count)]
+                         request.snapshot.id, job.workingDir, request.exportGPUs ? "1" : "0", cleanup,
+                         String(data.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) })]
         return (arguments, data)
     }
 
