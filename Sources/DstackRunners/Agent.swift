@@ -25,7 +25,7 @@ final class Agent: @unchecked Sendable {
     }
 
     /// Starts an agent over `session` and waits until it is ready.
-    static func start(on session: SSHSession, runner: String, logger: Logger) async throws -> Agent {
+    static func start(on session: any RemoteSession, runner: String, logger: Logger) async throws -> Agent {
         let agent = Agent(process: session.startProcess(RunnerScript.agentProgram, label: "the agent shell"), runner: runner, logger: logger)
         let reader = Task { await agent.read() }
         do {

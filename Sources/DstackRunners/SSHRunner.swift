@@ -576,7 +576,7 @@ public final class SSHRunner: Runner, Sendable {
 actor SSHConnection {
     let options: SSHOptions
     let logger: Logger
-    var current: SSHSession?
+    var current: (any RemoteSession)?
     var currentAgent: Agent?
 
     init(options: SSHOptions, logger: Logger) {
@@ -586,17 +586,17 @@ actor SSHConnection {
 
     /// A connection being opened: callers that come meanwhile (the actor is reentrant at every await) wait for
     /// it rather than open one each.
-    var connecting: Task<SSHSession, any Error>?
+    var connecting: Task<any RemoteSession, any Error>?
     var startingAgent: Task<Agent, any Error>?
 
-    func session() async throws -> SSHSession {
+    func session() async throws -> any RemoteSession {
         if let current, current.isConnected { return current }
         if let connecting { return try await connecting.value }
         if let current { await current.close() }
         current = nil
         let (options, logger) = (self.options, self.logger)
         let task = Task {
-            try await SSHSession.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
+            try await RemoteSessions.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
         }
         connecting = task
         defer { connecting = nil }
