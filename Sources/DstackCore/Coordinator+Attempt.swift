@@ -11,12 +11,13 @@ extension Coordinator {
         let runner = member.runner
         var staging: URL?
         defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
-        let request: JobStart
+        var request: JobStart
         let output: JobOutput
         do {
             try await ensureSynced(member)
             // A resumed attempt whose job is already running there needs no artifacts; one that never launched does.
-            staging = try await stageDependencies(job)
+            let directDependencies: [DirectGet]
+            (staging, directDependencies) = try await stageDependencies(job, on: member)
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
             let cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)
@@ -30,6 +31,7 @@ extension Coordinator {
                                gpus: member.info.gpus.map(\.index), gpuCount: job.resources.gpu,
                                slots: member.info.maxJobs, owner: owner, exportGPUs: !member.info.gpus.isEmpty,
                                engine: member.info.engine, dependencies: staging, cleanup: cleanup)
+            request.directDependencies = directDependencies
         } catch let error as RunnerError {
             if case .unavailable(_, let reason) = error { return .unreachable(job, runner: member.info.name, reason: reason) }
             return .ended(job, member, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"), released: false)
@@ -65,6 +67,8 @@ extension Coordinator {
                     return .ended(job, member, .vanished(reason), released: true)
                 case .notice(let text):
                     sink.emit(.notice("[\(job.workflow)] \(text)"))
+                case .transferred:
+                    break
                 }
             }
         } catch let error as RunnerError {
@@ -124,10 +128,7 @@ extension Coordinator {
             }
             // A job with nothing to collect goes straight to done: one record write less per job.
             if !job.artifacts.isEmpty { await setStatus(job.workflow, .uploading) }
-            _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
-                try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
-                                               paths: job.artifacts, from: directory)
-            }
+            try await storeArtifacts(job, on: member)
             try await store.recordCache(job.cacheKey, CacheEntry(run: runName, job: job.id, finishedAt: Date()))
             return .done
         } catch let error as RunnerError {

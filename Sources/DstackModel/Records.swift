@@ -268,6 +268,9 @@ public struct ArtifactFile: Sendable, Codable, Hashable {
     public var link: String?
     /// True for an (empty) directory entry.
     public var isDirectory: Bool?
+    /// The hex SHA-256 of a file's content, when the runner that stored it directly computed it (see
+    /// docs/transfers.md); a runner fetching the file directly checks it.
+    public var sha256: String?
 
     /// Creates an entry.
     public init(path: String, size: Int64, mode: UInt32, link: String? = nil, isDirectory: Bool? = nil) {

@@ -19,6 +19,8 @@ public enum RunnerScript: String, CaseIterable, Sendable {
     case objectsAdopt = "objects-adopt"
     /// Says which artifact paths exist, and which are plain files.
     case artifactsInspect = "artifacts-inspect"
+    /// Moves artifact bytes between the runner and a bucket through presigned URLs (docs/transfers.md).
+    case transfer
 
     /// The file's name in `Scripts/`.
     public var fileName: String { rawValue + ".sh" }
@@ -35,6 +37,7 @@ public enum RunnerScript: String, CaseIterable, Sendable {
         case .objectsList: bytes = PackageResources.objects_list_sh
         case .objectsAdopt: bytes = PackageResources.objects_adopt_sh
         case .artifactsInspect: bytes = PackageResources.artifacts_inspect_sh
+        case .transfer: bytes = PackageResources.transfer_sh
         }
         return String(decoding: bytes, as: UTF8.self)
     }

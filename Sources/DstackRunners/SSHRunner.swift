@@ -355,7 +355,7 @@ public final class SSHRunner: Runner, Sendable {
     /// One attempt: the agent's `start` (sent again after a dropped connection: it launches nothing twice), then
     /// polls of the log until the job's exit. A drop before anything could reach the runner makes it unavailable
     /// at once (the job goes elsewhere); a drop later is reconnected until `lostTimeout`, then the job is lost.
-    func attempt(_ request: JobStart, emit: @Sendable (JobEvent) -> Void) async throws {
+    func attempt(_ request: JobStart, emit: @escaping @Sendable (JobEvent) -> Void) async throws {
         let job = request.launch
         let startArguments = try startRequest(request)
         var offset = request.logOffset
@@ -373,6 +373,7 @@ public final class SSHRunner: Runner, Sendable {
                     try await reaching {
                         try await connection.session().uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
                     }
+                    try await getDirect(jobId: job.jobId, request.directDependencies) { emit(.transferred($0)) }
                     deliveredDependencies = true
                 }
                 if !launched {
