@@ -231,6 +231,8 @@ case $mode in
     trap 'rm -rf "$t_work"' EXIT
     trap 'exit 130' INT TERM HUP
     cat > "$t_work/in"
+    # A pause before anything moves, set in the runner's environment by tests that stop a coordinator mid-transfer.
+    [ -n "${DSTACK_TRANSFER_PAUSE:-}" ] && sleep "$DSTACK_TRANSFER_PAUSE"
     t_running=0
     t_failed=0
     if [ "$mode" = put ]; then
