@@ -64,17 +64,35 @@ final class TransferMeter: Sendable {
     let verb: String
     let sink: any RunEventSink
     let started = ContinuousClock.now
-    let moved = LockedValue<Int64>(0)
+    let total: Int64
+    /// Bytes landed, and when the record was last told.
+    let state = LockedValue<(moved: Int64, told: ContinuousClock.Instant)>((0, .now))
+    let record: @Sendable (TransferProgress) -> Void
 
-    init(workflow: String, verb: String, total: Int64, how: String, sink: any RunEventSink) {
+    init(workflow: String, verb: String, total: Int64, how: String, sink: any RunEventSink,
+         record: @escaping @Sendable (TransferProgress) -> Void) {
         self.workflow = workflow
         self.verb = verb
         self.sink = sink
+        self.total = total
+        self.record = record
         sink.emit(.notice("[\(workflow)] \(verb) \(formatBytes(total)) \(how)"))
+        record(TransferProgress(done: 0, total: total))
     }
 
-    /// Adds bytes that landed.
-    func add(_ bytes: Int64) { moved.set(moved.get() + bytes) }
+    /// Adds bytes that landed; the job record hears of it at most once a second.
+    func add(_ bytes: Int64) {
+        let now = ContinuousClock.now
+        var tell: Int64?
+        state.update { value in
+            value.moved += bytes
+            if now - value.told >= .seconds(1) {
+                value.told = now
+                tell = value.moved
+            }
+        }
+        if let tell { record(TransferProgress(done: tell, total: total)) }
+    }
 
     /// Reports the end: bytes, time and rate.
     func finish(total: Int64) {
@@ -90,6 +108,12 @@ final class TransferMeter: Sendable {
 }
 
 extension Coordinator {
+    /// Records how far a job's direct transfer has come (nil once it is over).
+    func setTransfer(_ workflow: String, _ progress: TransferProgress?) {
+        update(workflow) { $0.transfer = progress }
+        persistSoon()
+    }
+
     /// Stores a finished job's artifacts: large files straight from the runner to the bucket where it can, the rest
     /// (or everything) through this machine.
     nonisolated func storeArtifacts(_ job: PlannedJob, on member: PoolMember) async throws {
@@ -120,8 +144,12 @@ extension Coordinator {
         // A coordinator that died during a transfer of this key left its unfinished uploads: drop them first.
         try await storage.abortDirectUploads(under: store.artifactFilesPrefix(job.cacheKey))
         let total = large.reduce(0) { $0 + $1.size }
-        let meter = TransferMeter(workflow: job.workflow, verb: "storing", total: total,
-                                  how: "from \(direct.name) straight to the bucket", sink: sink)
+        let workflow = job.workflow
+        let meter = TransferMeter(workflow: workflow, verb: "storing", total: total,
+                                  how: "from \(direct.name) straight to the bucket", sink: sink) { progress in
+            Task { await self.setTransfer(workflow, progress) }
+        }
+        defer { Task { await self.setTransfer(workflow, nil) } }
         var uploads: [DirectUpload] = []
         do {
             for file in large {

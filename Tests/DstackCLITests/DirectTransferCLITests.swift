@@ -153,6 +153,9 @@ import Testing
             Thread.sleep(forTimeInterval: 0.1)
         }
         #expect(!run.isEmpty, "the job never showed as uploading")
+        // People see what moves: the job shows how much of what it stores has landed.
+        let status = try box.dstack(["status", run], environment: env)
+        #expect(status.stdout.contains("uploading 0 B / 22 MB"), "\(status.stdout)")
         Thread.sleep(forTimeInterval: 1)
         kill(coordinator.process.processIdentifier, SIGKILL)
         _ = try? coordinator.wait()
