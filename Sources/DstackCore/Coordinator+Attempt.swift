@@ -12,6 +12,7 @@ extension Coordinator {
         var staging: URL?
         defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
         var request: JobStart
+        var fetching: TransferMeter?
         let output: JobOutput
         do {
             try await ensureSynced(member)
@@ -32,6 +33,7 @@ extension Coordinator {
                                slots: member.info.maxJobs, owner: owner, exportGPUs: !member.info.gpus.isEmpty,
                                engine: member.info.engine, dependencies: staging, cleanup: cleanup)
             request.directDependencies = directDependencies
+            fetching = fetchMeter(job, directDependencies, on: member)
         } catch let error as RunnerError {
             if case .unavailable(_, let reason) = error { return .unreachable(job, runner: member.info.name, reason: reason) }
             return .ended(job, member, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"), released: false)
@@ -50,6 +52,8 @@ extension Coordinator {
                     granted = true
                     await self.granted(job, on: member)
                 case .launched:
+                    fetching?.finish(total: fetching?.total ?? 0)
+                    fetching = nil
                     await started(job, runner: runner)
                     if watchdog == nil { watchdog = self.watchdog(job, runner: runner) }
                 case .log(let data):
@@ -67,8 +71,8 @@ extension Coordinator {
                     return .ended(job, member, .vanished(reason), released: true)
                 case .notice(let text):
                     sink.emit(.notice("[\(job.workflow)] \(text)"))
-                case .transferred:
-                    break
+                case .transferred(let bytes):
+                    fetching?.add(bytes)
                 }
             }
         } catch let error as RunnerError {

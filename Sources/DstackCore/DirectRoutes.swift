@@ -191,6 +191,13 @@ extension Coordinator {
         close(fd)
     }
 
+    /// Reports a job's dependency files that its runner fetches itself (nil when there are none).
+    nonisolated func fetchMeter(_ job: PlannedJob, _ gets: [DirectGet], on member: PoolMember) -> TransferMeter? {
+        guard !gets.isEmpty else { return nil }
+        return TransferMeter(workflow: job.workflow, verb: "fetching", total: gets.reduce(0) { $0 + $1.size },
+                             how: "from the bucket straight to \(member.info.name)", sink: sink) { _ in }
+    }
+
     /// Like `stageDependencies`, but the large files of the dependencies' artifacts are left for the runner to fetch
     /// from the bucket itself, where it can: their download orders come back beside the staging folder.
     nonisolated func stageDependencies(_ job: PlannedJob, on member: PoolMember) async throws -> (URL?, [DirectGet]) {

@@ -75,6 +75,8 @@ import Testing
         #expect(result.stdout.contains("| small"))
         #expect(result.stderr.contains("[make] storing 22 MB from r1 straight to the bucket"), "\(result.stderr)")
         #expect(result.stderr.contains("[make] stored 22 MB in "))
+        #expect(result.stderr.contains("[use] fetching 22 MB from the bucket straight to r2"))
+        #expect(result.stderr.contains("[use] fetched 22 MB in "))
         #expect(!result.stderr.contains("through this machine"), "\(result.stderr)")
         #expect(seen.lines.isEmpty, "ps showed \(seen.lines)")
         // Nothing the runners keep (work directories, homes) holds the secret or a URL's signature.
