@@ -22,7 +22,7 @@ struct DirectTransferTests {
         let bin = directory.appendingPathComponent("bin")
         try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
         let basics = ["sh", "dd", "md5sum", "sha256sum", "cut", "sed", "tr", "wc", "tail", "head", "grep", "mktemp", "rm",
-                      "cat", "chmod", "mv", "mkdir", "sleep", "ls", "find", "tar"]
+                      "cat", "chmod", "mv", "mkdir", "mkfifo", "sleep", "ls", "find", "tar"]
         for name in basics + tools {
             var target = ["/usr/bin/", "/bin/"].map { $0 + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
             if name == "python3" {

@@ -233,8 +233,13 @@ case $mode in
     cat > "$t_work/in"
     # A pause before anything moves, set in the runner's environment by tests that stop a coordinator mid-transfer.
     [ -n "${DSTACK_TRANSFER_PAUSE:-}" ] && sleep "$DSTACK_TRANSFER_PAUSE"
-    t_running=0
-    t_failed=0
+    # JOBS tokens in a FIFO: a part (or file) starts when it takes one and gives it back when done, so JOBS
+    # transfers run at any moment. Each writes its lines straight to stdout (one short write each, so lines never
+    # interleave), and a failure leaves a mark that stops new ones from starting.
+    mkfifo "$t_work/tokens" || exit 2
+    exec 3<>"$t_work/tokens"
+    t_i=0
+    while [ "$t_i" -lt "$t_jobs" ]; do echo >&3; t_i=$((t_i + 1)); done
     if [ "$mode" = put ]; then
       # Each file's SHA-256, read beside the uploads (for the manifest; the parts are checked by MD5).
       while read -r f_kind f_index f_path; do
@@ -243,30 +248,23 @@ case $mode in
       done < "$t_work/in"
     fi
     t_n=0
-    # Parts (or files) go JOBS at a time; a failure stops the next batch from starting.
     while read -r l_kind l_a l_b l_c l_d l_e l_f; do
+      case $l_kind in p|g) ;; *) continue ;; esac
+      read -r _ <&3
+      [ -e "$t_work/failed" ] && break
       case $l_kind in
-        p) (t_part "$t_tool_name" "$t_dir" "$l_a" "$l_b" "$l_c" "$l_d" "$l_e") > "$t_work/out.$l_a.$l_b" & ;;
+        p) (t_part "$t_tool_name" "$t_dir" "$l_a" "$l_b" "$l_c" "$l_d" "$l_e" || : > "$t_work/failed"; echo >&3) & ;;
         g) t_n=$((t_n + 1))
            # The path is the rest of the line, as written (read would squeeze its spaces).
            g_path=$(sed -n "/^g /{s/^g [^ ]* [^ ]* [^ ]* [^ ]* //p;}" "$t_work/in" | sed -n "${t_n}p")
-           (t_get "$t_tool_name" "$t_dir" "$l_a" "$l_b" "$l_c" "$l_d" "$g_path") > "$t_work/out.g.$t_n" & ;;
-        *) continue ;;
+           (t_get "$t_tool_name" "$t_dir" "$l_a" "$l_b" "$l_c" "$l_d" "$g_path" || : > "$t_work/failed"; echo >&3) & ;;
       esac
-      : "$l_e" "$l_f"
-      t_running=$((t_running + 1))
-      if [ "$t_running" -ge "$t_jobs" ]; then
-        wait
-        cat "$t_work"/out.* 2>/dev/null
-        grep -q '^x ' "$t_work"/out.* 2>/dev/null && t_failed=1
-        rm -f "$t_work"/out.*
-        t_running=0
-        [ "$t_failed" = 1 ] && break
-      fi
+      : "$l_f"
     done < "$t_work/in"
     wait
-    cat "$t_work"/out.* "$t_work"/hash.* 2>/dev/null
-    grep -q '^x ' "$t_work"/out.* 2>/dev/null && t_failed=1
+    cat "$t_work"/hash.* 2>/dev/null
+    t_failed=0
+    [ -e "$t_work/failed" ] && t_failed=1
     [ "$t_failed" = 0 ] || exit 3
     ;;
   *)

@@ -33,7 +33,11 @@ extension S3Storage: DirectStorage {
             let url = client.presign(S3Request(method: "PUT", key: fullKey), lifetime: lifetime)
             return DirectUpload(key: key, size: size, partSize: max(size, 1), urls: [url], uploadId: nil)
         }
-        let partSize = Int64(Self.partSize(forFileSize: size, tuning: client.tuning))
+        // Bigger parts than the coordinator's own (up to 64 MiB, some 16 per file): each part costs the runner a
+        // tool start, a copy and a request, and a runner sends 4 at a time.
+        let mib: Int64 = 1024 * 1024
+        let sixteenth = min(Int64(client.tuning.maximumPartSize), (size / 16 + mib - 1) / mib * mib)
+        let partSize = max(Int64(Self.partSize(forFileSize: size, tuning: client.tuning)), sixteenth)
         let partCount = Int((size + partSize - 1) / partSize)
         let started = try await client.send(S3Request(method: "POST", key: fullKey, query: [("uploads", "")]))
         guard let uploadId = S3XMLElement.parse(started.body)?.text(of: "UploadId"), !uploadId.isEmpty else {
