@@ -4,8 +4,8 @@ import DstackStorage
 import Foundation
 
 /// Which runners move artifact bytes to and from storage themselves (docs/transfers.md), found out once per runner:
-/// the storage must hand out URLs (a bucket, with long-term credentials), the runner must have a tool and reach the
-/// bucket with a presigned GET. Everything else goes through the coordinator, as before, with a notice.
+/// a bucket must hand out URLs (long-term credentials) that the runner can use (a tool, an answer to a presigned GET);
+/// a storage directory must be mounted on the runner at its `storage_path:` (a probe file written here is seen there). Everything else goes through the coordinator, as before, with a notice.
 actor DirectRoutes {
     /// `$DSTACK_TRANSFERS`: `auto` (direct where possible, the default) or `relay` (always through this machine).
     let mode: String
@@ -22,8 +22,26 @@ actor DirectRoutes {
 
     /// The runner and storage to move `member`'s artifact bytes directly, or nil for the relay.
     func route(_ member: PoolMember, store: RunStore, sink: any RunEventSink) async -> (any DirectTransferRunner, any DirectStorage)? {
-        guard mode != "relay", let runner = member.runner as? any DirectTransferRunner,
-              let storage = store.storage as? any DirectStorage else { return nil }
+        guard mode != "relay", let runner = member.runner as? any DirectTransferRunner else { return nil }
+        let storage: any DirectStorage
+        let shared: Bool
+        if let bucket = store.storage as? any DirectStorage {
+            storage = bucket
+            shared = false
+        } else if let directory = store.storage as? DirectoryStorage, let path = runner.sharedStoragePath {
+            // The runner's orders carry paths as words of a line.
+            guard Coordinator.isPlainName(path + "/" + store.project) else {
+                if routes[member.info.name] == nil {
+                    routes[member.info.name] = Task { false }
+                    sink.emit(.notice("runner '\(member.info.name)' copies no artifacts itself: its storage_path or the project's name holds characters other than letters, digits and . _ / + = , @ % -"))
+                }
+                return nil
+            }
+            storage = SharedDirectory(storage: directory, runnerRoot: path)
+            shared = true
+        } else {
+            return nil
+        }
         let name = member.info.name
         if let refusal = storage.directRefusal {
             if routes[""] == nil {
@@ -38,17 +56,20 @@ actor DirectRoutes {
         } else {
             decided = Task {
                 let reach: DirectReach
+                // A shared directory is probed with a file of a random name written here and looked for there.
+                let probe = store.probeKey(UUID().uuidString)
                 do {
-                    let url = try storage.directDownloadURL(store.artifactFileKey("reach-probe", "none"), lifetime: .seconds(300))
-                    reach = try await runner.directReach(url)
+                    if shared { try await store.storage.write(probe, data: Data("dstack\n".utf8)) }
+                    reach = try await runner.directReach(try storage.directDownloadURL(probe, lifetime: .seconds(300)))
                 } catch {
                     reach = .unreachable("\(error)")
                 }
+                if shared { try? await store.storage.delete(probe) }
                 switch reach {
                 case .reachable:
                     return true
                 case .unreachable(let why):
-                    sink.emit(.notice("runner '\(name)' cannot reach the bucket itself (\(why)); its artifacts go through this machine"))
+                    sink.emit(.notice("runner '\(name)' cannot reach the \(shared ? "storage" : "bucket") itself (\(why)); its artifacts go through this machine"))
                     return false
                 }
             }
@@ -146,7 +167,7 @@ extension Coordinator {
         let total = large.reduce(0) { $0 + $1.size }
         let workflow = job.workflow
         let meter = TransferMeter(workflow: workflow, verb: "storing", total: total,
-                                  how: "from \(direct.name) straight to the bucket", sink: sink) { progress in
+                                  how: "from \(direct.name) straight to \(storage is SharedDirectory ? "the storage" : "the bucket")", sink: sink) { progress in
             Task { await self.setTransfer(workflow, progress) }
         }
         defer { Task { await self.setTransfer(workflow, nil) } }
@@ -195,7 +216,8 @@ extension Coordinator {
     nonisolated func fetchMeter(_ job: PlannedJob, _ gets: [DirectGet], on member: PoolMember) -> TransferMeter? {
         guard !gets.isEmpty else { return nil }
         return TransferMeter(workflow: job.workflow, verb: "fetching", total: gets.reduce(0) { $0 + $1.size },
-                             how: "from the bucket straight to \(member.info.name)", sink: sink) { _ in }
+                             how: "from \(store.storage is DirectoryStorage ? "the storage" : "the bucket") straight to \(member.info.name)",
+                             sink: sink) { _ in }
     }
 
     /// Like `stageDependencies`, but the large files of the dependencies' artifacts are left for the runner to fetch

@@ -81,6 +81,8 @@ public struct RunnerSpec: Sendable, Hashable {
     public var resources: ResourceOverride?
     /// Jump hosts (`proxy_jump:`): `[user@]host[:port]`, comma-separated, or `none`.
     public var proxyJump: Located<String>?
+    /// Where this runner sees the storage directory (`storage_path:`, a shared mount), if it does.
+    public var storagePath: Located<String>?
 
     /// Creates a runner entry; only `name` and `host` are required.
     public init(name: Located<String>, host: Located<String>, user: Located<String>? = nil, port: Located<Int>? = nil,
@@ -160,6 +162,8 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var connectTimeout: Int?
     /// Seconds between keepalives (ServerAliveInterval in ~/.ssh/config); nil means dstack's default.
     public var serverAliveInterval: Int?
+    /// Where this runner sees the storage directory (`storage_path:`), if it does.
+    public var storagePath: String?
 
     /// Creates a resolved runner.
     public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
@@ -251,6 +255,7 @@ extension Inventory {
                 identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? Self.defaultWorkdir,
                 maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
                 proxyJump: chain.isEmpty ? nil : jumpText, proxyCommand: chain.isEmpty ? proxyCommand : nil)
+            runner.storagePath = spec.storagePath?.value
             runner.jumps = chain.map { $0.resolve(home: home, localUser: localUser, lookup: lookup) }
             if let sshConfigName { runner.sshConfigName = sshConfigName }
             let expansionForFiles = expansion

@@ -3,8 +3,11 @@ import Foundation
 /// A runner that can move artifact bytes to and from a bucket by itself, given presigned URLs and nothing else
 /// (docs/transfers.md): the coordinator keeps the credentials and the records, the runner moves the bytes.
 public protocol DirectTransferRunner: Runner {
+    /// Where the runner sees the storage directory (`storage_path:`), if it does.
+    var sharedStoragePath: String? { get }
+
     /// Whether the runner can move bytes itself (it has `curl`, `wget` or `python3`, and `md5sum`/`sha256sum`),
-    /// and whether the presigned GET `probeURL` answers from there.
+    /// and whether the presigned GET `probeURL` answers from there (for a path: whether that file is there).
     func directReach(_ probeURL: String) async throws -> DirectReach
 
     /// Like `withArtifacts`, but the plain files of more than `minimum` bytes stay on the runner: `body` gets a

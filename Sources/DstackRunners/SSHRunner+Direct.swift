@@ -6,10 +6,20 @@ extension SSHRunner: DirectTransferRunner {
     /// Parts (or files) a runner sends at once, as the coordinator's own uploads do.
     static let directJobs = 4
 
+    public var sharedStoragePath: String? { config.storagePath }
+
     public func directReach(_ probeURL: String) async throws -> DirectReach {
         try await reaching {
             let probe = try await script(.transfer, ["tool"])
             let facts = Self.facts(probe.stdoutText)
+            if probeURL.hasPrefix("/") {
+                guard facts["hash"] == "1" else { return .unreachable("it lacks md5sum or sha256sum to check what it copies") }
+                let reach = try await script(.transfer, ["reach", "cp"], stdin: Data((probeURL + "\n").utf8))
+                guard Self.facts(reach.stdoutText)["reach"] == "200" else {
+                    return .unreachable("its storage_path '\(config.storagePath ?? "")' does not hold this storage")
+                }
+                return .reachable(tool: "cp")
+            }
             guard let tool = facts["tool"] else { return .unreachable("it has none of curl, wget (GNU) or python3") }
             guard facts["hash"] == "1" else { return .unreachable("it lacks md5sum or sha256sum to check what it sends") }
             let reach = try await script(.transfer, ["reach", tool], stdin: Data((probeURL + "\n").utf8))
@@ -79,7 +89,8 @@ extension SSHRunner: DirectTransferRunner {
                 input += "p \(index) \(number + 1) \(offset) \(min(file.partSize, file.size - offset)) \(url)\n"
             }
         }
-        let lines = try await transfer(["put", jobDir(jobId) + "/repo"], input: input, jobId: jobId, progress: progress)
+        let lines = try await transfer(["put", jobDir(jobId) + "/repo"], input: input, jobId: jobId,
+                                       paths: files.first?.urls.first?.hasPrefix("/") == true, progress: progress)
         var hashes: [Int: String] = [:]
         var parts: [Int: [DirectPutResult.Part]] = [:]
         for line in lines {
@@ -101,14 +112,16 @@ extension SSHRunner: DirectTransferRunner {
     public func getDirect(jobId: String, _ files: [DirectGet], progress: @escaping @Sendable (Int64) -> Void) async throws {
         guard !files.isEmpty else { return }
         let input = files.map { "g \($0.size) \(String($0.mode & 0o777, radix: 8)) \($0.sha256 ?? "-") \($0.url) \($0.path)\n" }.joined()
-        _ = try await transfer(["get", jobDir(jobId) + ".deps"], input: input, jobId: jobId, progress: progress)
+        _ = try await transfer(["get", jobDir(jobId) + ".deps"], input: input, jobId: jobId,
+                               paths: files[0].url.hasPrefix("/"), progress: progress)
     }
 
     /// Runs `transfer.sh` with the orders on its standard input, handing `b BYTES` lines to `progress` as they come;
     /// returns its other lines, or throws the first `x` line's reason.
-    private func transfer(_ arguments: [String], input: String, jobId: String,
+    /// With `paths`, the orders name paths in a storage directory the runner mounts, and `cp` moves the bytes.
+    private func transfer(_ arguments: [String], input: String, jobId: String, paths: Bool,
                           progress: @escaping @Sendable (Int64) -> Void) async throws -> [String] {
-        guard let tool = try await directTool() else {
+        guard let tool = paths ? "cp" : try await directTool() else {
             throw RunnerError.job(jobId: jobId, reason: "\(name) has no tool to reach the bucket with any more")
         }
         let mode = arguments[0]

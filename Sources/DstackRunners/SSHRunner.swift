@@ -22,6 +22,8 @@ public struct SSHRunnerConfig: Sendable {
     public var localObjects: URL?
     /// How long the runner may stay unreachable while a job runs there before the job counts as lost.
     public var lostTimeout: Duration = .seconds(60)
+    /// Where the runner sees the storage directory (`storage_path:`), if it does (docs/transfers.md).
+    public var storagePath: String?
 
     /// Creates a runner configuration.
     public init(name: String, ssh: SSHOptions, workdir: String, maxJobs: Int? = nil, labels: [String] = [],

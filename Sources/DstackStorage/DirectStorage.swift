@@ -5,7 +5,7 @@ import Foundation
 ///
 /// The coordinator stays the only writer of records: a runner only ever writes the artifact files named by the URLs
 /// it was given, and the coordinator checks each one (`finishDirectUpload`) before it writes a manifest naming it.
-public protocol DirectStorage: Storage {
+public protocol DirectStorage: Sendable {
     /// Why this storage cannot hand out URLs (temporary credentials, whose token every URL would carry), or nil.
     var directRefusal: String? { get }
 

@@ -234,6 +234,9 @@ public struct RunStore: Sendable {
     /// The storage key of one artifact file.
     public func artifactFileKey(_ cacheKey: String, _ path: String) -> String { key("artifacts", cacheKey, "files", path) }
 
+    /// The key of a short-lived file that shows whether a runner sees this storage (docs/transfers.md).
+    public func probeKey(_ name: String) -> String { key(".direct-probe-" + name) }
+
     /// The storage key prefix under which the files of `cacheKey` live.
     public func artifactFilesPrefix(_ cacheKey: String) -> String { key("artifacts", cacheKey, "files") + "/" }
 

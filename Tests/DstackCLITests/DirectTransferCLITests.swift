@@ -132,6 +132,37 @@ import Testing
         _ = box
     }
 
+    @Test func runnersThatMountTheStorageDirectoryCopyArtifactsInAndOutThemselves() throws {
+        let bed = try SSHBed(2)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows(Self.workflows)
+        // Both runners see the storage directory (on this machine, at the same path; on a lab, an NFS mount).
+        try box.write(".dstack/hosts.yaml", bed.inventory(extra: [0: "labels: [one]\nstorage_path: \(box.storage.path)",
+                                                                   1: "labels: [two]\nstorage_path: \(box.storage.path)/"]))
+        let env = box.environment.merging(bed.environment) { $1 }
+        let result = try box.dstack(["run", "use"], environment: env)
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.stderr.contains("[make] storing 22 MB from r1 straight to the storage"), "\(result.stderr)")
+        #expect(result.stderr.contains("[use] fetching 22 MB from the storage straight to r2"))
+        #expect(!result.stderr.contains("through this machine"))
+        let run = try box.lastRun(env)
+        let download = try box.dstack(["artifacts", "download", run, "-o", box.root.appendingPathComponent("got").path], environment: env)
+        #expect(download.status == 0, "\(download.output)")
+        #expect(try Sandbox.run(["sha256sum", "-c", "sums.txt"], in: box.root.appendingPathComponent("got")).status == 0)
+        // No temporary copy or probe file is left in the storage.
+        let left = try Sandbox.run(["find", box.storage.path, "-name", "*.dstack-in-*", "-o", "-name", ".direct-probe-*"], in: box.root)
+        #expect(left.stdout.isEmpty, "\(left.stdout)")
+
+        // A runner whose storage_path is not this storage keeps the relay, and says so.
+        try box.write(".dstack/hosts.yaml", bed.inventory(extra: [0: "labels: [one]\nstorage_path: \(box.root.path)/elsewhere",
+                                                                   1: "labels: [two]"]))
+        let again = try box.dstack(["run", "use", "--no-cache"], environment: env)
+        #expect(again.status == 0, "\(again.output)")
+        #expect(again.stderr.contains("runner 'r1' cannot reach the storage itself (its storage_path '\(box.root.path)/elsewhere' does not hold this storage); its artifacts go through this machine"), "\(again.stderr)")
+    }
+
     @Test func attachAfterTheCoordinatorDiedMidTransferStoresEachArtifactOnce() throws {
         // r1 pauses 3 s before sending anything: the coordinator is killed while the job is storing.
         let bed = try SSHBed(2, extraEnvironment: [0: "DSTACK_TRANSFER_PAUSE=3"])

@@ -8,6 +8,7 @@
 #                                  `F MODE SIZE PATH` for each plain file (never a link) of more than MIN bytes
 #                                  that is an artifact PATH or, where tar is GNU tar (`K gnutar 1`), lies in one;
 #                                  only names of plain characters. Their names go to EXCLUDE, one a line, for tar.
+#   TOOL `cp` stands for a storage directory the runner mounts: each URL is then a path in it.
 #   transfer.sh reach TOOL         stdin: one URL (a GET). K reach STATUS: the HTTP status, 000 when nothing answered
 #   transfer.sh put TOOL DIR JOBS  stdin: `f INDEX PATH` per file, then `p INDEX NUMBER OFFSET LENGTH URL` per part.
 #                                  Sends JOBS parts at once, each tried 4 times. Prints `h INDEX SHA256` per file,
@@ -85,6 +86,17 @@ t_http() {
         GET) printf '%s\n' "$5" | wget -q --timeout=120 --tries=1 --server-response -O "$3" -i - 2>"$4" ;;
         *) printf '%s\n' "$5" | wget -q --timeout=120 --tries=1 --server-response -O /dev/null -i - 2>"$4"
            sed -n 's/^ *HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' "$4" | tail -n 1 ;;
+      esac
+      ;;
+    cp)
+      # A storage directory this runner mounts: the "URL" is a path in it. The copy arrives under a temporary
+      # name, is hashed there (its MD5 stands for the bucket's ETag), then renamed into place.
+      case $2 in
+        PUT) mkdir -p "${5%/*}" && cp "$3" "$5.dstack-in-$$" &&
+               printf 'ETag: %s\n' "$(md5sum < "$5.dstack-in-$$" | cut -d ' ' -f 1)" > "$4" &&
+               mv -f "$5.dstack-in-$$" "$5" || { rm -f "$5.dstack-in-$$"; return 1; } ;;
+        GET) cp "$5" "$3" && : > "$4" ;;
+        *) if [ -f "$5" ]; then echo 200; else echo 000; fi ;;
       esac
       ;;
     python3)
