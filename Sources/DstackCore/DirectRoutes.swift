@@ -105,18 +105,23 @@ final class TransferMeter: Sendable {
     func add(_ bytes: Int64) {
         let now = ContinuousClock.now
         var tell: Int64?
+        var moved: Int64 = 0
         state.update { value in
             value.moved += bytes
+            moved = value.moved
             if now - value.told >= .seconds(1) {
                 value.told = now
                 tell = value.moved
             }
         }
         if let tell { record(TransferProgress(done: tell, total: total)) }
+        sink.emit(.transfer(workflow: workflow, TransferReport(verb: verb, done: moved, total: total,
+                                                               bytesPerSecond: Double(moved) / Self.seconds(since: started))))
     }
 
     /// Reports the end: bytes, time and rate.
     func finish(total: Int64) {
+        sink.emit(.transfer(workflow: workflow, nil))
         let time = Self.seconds(since: started)
         sink.emit(.notice("[\(workflow)] \(verb == "storing" ? "stored" : "fetched") \(formatBytes(total)) in \(formatDuration(time)) (\(formatBytes(Int64(Double(total) / time)))/s)"))
     }
@@ -195,6 +200,7 @@ extension Coordinator {
             meter.finish(total: total)
             return manifest
         } catch {
+            sink.emit(.transfer(workflow: workflow, nil))
             for upload in uploads { await storage.abortDirectUpload(upload) }
             throw error
         }

@@ -163,6 +163,29 @@ import Testing
         #expect(again.stderr.contains("runner 'r1' cannot reach the storage itself (its storage_path '\(box.root.path)/elsewhere' does not hold this storage); its artifacts go through this machine"), "\(again.stderr)")
     }
 
+    @Test func onATerminalEachTransferHasALiveLineRedrawnInPlaceAndGoneWhenDone() throws {
+        let bed = try SSHBed(2)
+        defer { bed.stop() }
+        let bucket = try Bucket("dstack-live")
+        defer { bucket.stop() }
+        let (box, env) = try setUp(bed, bucket)
+        defer { box.cleanup() }
+        var terminal = env
+        terminal["TERM"] = "xterm"
+        terminal.removeValue(forKey: "NO_COLOR")
+        // script(1) gives dstack a pseudo-terminal and copies what it draws.
+        let result = try Sandbox.run(["script", "-qfec", "\(Sandbox.binary) run use", "/dev/null"], in: box.project, environment: terminal)
+        #expect(result.status == 0, "\(result.output)")
+        let screen = result.stdout
+        #expect(screen.range(of: #"storing [0-9.]+ MB / 22 MB, [0-9.]+ [KMG]?B/s"#, options: .regularExpression) != nil, "\(screen)")
+        #expect(screen.range(of: #"fetching [0-9.]+ MB / 22 MB, [0-9.]+ [KMG]?B/s"#, options: .regularExpression) != nil)
+        // Each redraw first goes back over the live lines and clears them.
+        #expect(screen.contains("\u{1B}[1F\u{1B}[J"))
+        // Gone when done: nothing after the last clear but ordinary lines, none of them a progress line.
+        let tail = screen.components(separatedBy: "\u{1B}[J").last ?? ""
+        #expect(!tail.contains(" / 22 MB, "), "\(tail)")
+    }
+
     @Test func attachAfterTheCoordinatorDiedMidTransferStoresEachArtifactOnce() throws {
         // r1 pauses 3 s before sending anything: the coordinator is killed while the job is storing.
         let bed = try SSHBed(2, extraEnvironment: [0: "DSTACK_TRANSFER_PAUSE=3"])
