@@ -136,6 +136,8 @@ final class TransferMeter: Sendable {
 extension Coordinator {
     /// Records how far a job's direct transfer has come (nil once it is over).
     func setTransfer(_ workflow: String, _ progress: TransferProgress?) {
+        // A report that arrives after the job moved on is dropped, so a finished record never shows one.
+        guard let job = record(workflow), progress == nil ? job.transfer != nil : job.status == .uploading else { return }
         update(workflow) { $0.transfer = progress }
         persistSoon()
     }
