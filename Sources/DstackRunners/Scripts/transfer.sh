@@ -118,42 +118,63 @@ t_size() {
   wc -c < "$1" | tr -d ' '
 }
 
+# t_range FILE OFFSET LENGTH: those bytes of FILE (offsets and lengths of parts are whole MiB but the last length).
+t_range() {
+  dd if="$1" bs=1048576 skip=$(($2 / 1048576)) count=$((($3 + 1048575) / 1048576)) 2>/dev/null
+}
+
 # t_part TOOL DIR INDEX NUMBER OFFSET LENGTH URL: stores one part (4 tries); prints its `p` or `x` line.
+# curl reads a part straight from the file (read twice: for its MD5, then to send it); the other tools get a copy
+# of it in a file of its own.
 t_part() {
   p_file=$(sed -n "s/^f $3 //p" "$t_work/in" | head -n 1)
   p_src="$2/$p_file"
-  p_body="$t_work/part.$3.$4"
+  p_copy="$t_work/part.$3.$4"
   p_try=1
   p_why="no attempt"
   while [ "$p_try" -le 4 ]; do
     [ "$p_try" -gt 1 ] && sleep $((p_try * p_try / 2 * t_nap))
     p_try=$((p_try + 1))
+    p_body=$p_copy
     if [ "$5" = 0 ] && [ "$(t_size "$p_src")" = "$6" ]; then
       p_body=$p_src
-    elif ! dd if="$p_src" of="$p_body" bs=1048576 skip=$(($5 / 1048576)) count=$((($6 + 1048575) / 1048576)) 2>/dev/null; then
+    elif [ "$1" = curl ]; then
+      p_body=-
+    elif ! t_range "$p_src" "$5" "$6" > "$p_copy"; then
       p_why="cannot read bytes $5+$6 of '$p_file'"
       continue
     fi
-    if [ "$(t_size "$p_body")" != "$6" ]; then
-      p_why="'$p_file' changed while it was sent (part $4 has $(t_size "$p_body") bytes, not $6)"
-      continue
+    if [ "$p_body" = - ]; then
+      p_md5=$(t_range "$p_src" "$5" "$6" | md5sum | cut -d ' ' -f 1)
+      # The URL goes to curl's config on its stdin, the bytes on descriptor 5; the length is told, never chunked.
+      p_ok=1
+      p_out=$(t_range "$p_src" "$5" "$6" | { printf 'url = "%s"\n' "$7" | curl -sS -f -g --speed-limit 1 --speed-time 120 \
+        -H 'Expect:' -H "Content-Length: $6" -T /dev/fd/5 -D "$t_work/headers.$3.$4" -o /dev/null -K - 2>&1 || echo "(failed)"; } 5<&0)
+      case $p_out in *"(failed)"*) p_ok=0 ;; esac
+    else
+      if [ "$(t_size "$p_body")" != "$6" ]; then
+        p_why="'$p_file' changed while it was sent (part $4 has $(t_size "$p_body") bytes, not $6)"
+        continue
+      fi
+      p_md5=$(md5sum < "$p_body" | cut -d ' ' -f 1)
+      p_ok=1
+      p_out=$(t_http "$1" PUT "$p_body" "$t_work/headers.$3.$4" "$7" 2>&1) || p_ok=0
     fi
-    p_md5=$(md5sum < "$p_body" | cut -d ' ' -f 1)
-    if ! p_out=$(t_http "$1" PUT "$p_body" "$t_work/headers.$3.$4" "$7" 2>&1); then
+    if [ "$p_ok" = 0 ]; then
       p_why="the bucket refused it or did not answer: $(printf '%s' "$p_out" | tr '\n' ' ' | cut -c 1-200)"
       continue
     fi
     p_etag=$(t_etag "$t_work/headers.$3.$4")
     if [ "$p_etag" != "$p_md5" ]; then
-      p_why="it arrived damaged (the bucket's MD5 $p_etag, sent $p_md5)"
+      p_why="it arrived damaged or '$p_file' changed while it was sent (the bucket's MD5 $p_etag, read $p_md5)"
       continue
     fi
-    [ "$p_body" = "$p_src" ] || rm -f "$p_body"
+    rm -f "$p_copy" "$t_work/headers.$3.$4"
     echo "p $3 $4 $p_md5 $p_etag"
     echo "b $6"
     return 0
   done
-  [ "$p_body" = "$p_src" ] || rm -f "$p_body"
+  rm -f "$p_copy"
   echo "x $3 $4 part $4 of '$p_file' never landed after 4 tries: $p_why"
   return 1
 }
