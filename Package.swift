@@ -64,6 +64,7 @@ let package = Package(
             .embedInCode("Scripts/objects-list.sh"),
             .embedInCode("Scripts/objects-adopt.sh"),
             .embedInCode("Scripts/artifacts-inspect.sh"),
+            .embedInCode("Scripts/transfer.sh"),
             .embedInCode("Scripts/python-env.sh"),
         ]),
         .target(name: "DstackCore", dependencies: [

@@ -11,6 +11,10 @@ final class RunRenderer: RunEventSink, @unchecked Sendable {
     private let quiet: Bool
     private let palette = ["36", "35", "34", "33", "32", "96", "95", "94"]
     private var colors: [String: String] = [:]
+    /// On a terminal: one live line per job that moves artifacts, redrawn under the output, gone when done.
+    private let liveLines = isatty(STDERR_FILENO) == 1 && ProcessInfo.processInfo.environment["TERM"] != "dumb"
+    private var live: [(workflow: String, text: String)] = []
+    private var drawn = 0
 
     init(workflows: [String], quiet: Bool = false) {
         width = workflows.map(\.count).max() ?? 0
@@ -22,6 +26,17 @@ final class RunRenderer: RunEventSink, @unchecked Sendable {
         guard !quiet else { return }
         lock.lock()
         defer { lock.unlock() }
+        if liveLines, drawn > 0 {
+            // Up to the first live line, then clear to the end of the screen; they are drawn again below.
+            FileHandle.standardError.write(Data("\u{1B}[\(drawn)F\u{1B}[J".utf8))
+            drawn = 0
+        }
+        defer {
+            if liveLines, !live.isEmpty {
+                FileHandle.standardError.write(Data(live.map { $0.text + "\n" }.joined().utf8))
+                drawn = live.count
+            }
+        }
         switch event {
         case .cached(let wf, let entry):
             Terminal.info("\(tag(wf)) \(Terminal.paint("cached", "36")) (results of run \(entry.run))")
@@ -44,7 +59,17 @@ final class RunRenderer: RunEventSink, @unchecked Sendable {
             Terminal.info("\(tag(wf)) \(Terminal.paint("skipped", "33")): \(reason)")
         case .notice(let message):
             Terminal.info(message)
+        case .transfer(let wf, let report):
+            live.removeAll { $0.workflow == wf }
+            if let report, liveLines { live.append((wf, "\(tag(wf)) \(Self.progress(report))")) }
         }
+    }
+
+    /// `storing 412 MB / 954 MB, 58 MB/s, 9.4s left`.
+    static func progress(_ report: TransferReport) -> String {
+        var text = "\(report.verb) \(formatBytes(report.done)) / \(formatBytes(report.total)), \(formatBytes(Int64(report.bytesPerSecond)))/s"
+        if let left = report.secondsLeft { text += ", \(Terminal.duration(left)) left" }
+        return text
     }
 
     private func tag(_ workflow: String) -> String {

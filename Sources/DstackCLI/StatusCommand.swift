@@ -164,7 +164,8 @@ extension DstackCommand {
                         i == 0 ? run.workflow : "",
                         job.workflow,
                         Terminal.paint(job.status.rawValue, Terminal.color(for: job.status), stdout: true)
-                            + (job.status == .failed ? " (\(job.exitCode.map { "exit \($0)" } ?? job.reason ?? ""))" : ""),
+                            + (job.status == .failed ? " (\(job.exitCode.map { "exit \($0)" } ?? job.reason ?? ""))" : "")
+                            + (job.status == .uploading ? job.transfer.map { " \(formatBytes($0.done)) / \(formatBytes($0.total))" } ?? "" : ""),
                         job.runner ?? "",
                         i == 0 ? Terminal.ago(run.submittedAt, now: now) : "",
                         duration,

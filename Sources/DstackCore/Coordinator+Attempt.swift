@@ -11,12 +11,14 @@ extension Coordinator {
         let runner = member.runner
         var staging: URL?
         defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
-        let request: JobStart
+        var request: JobStart
+        var fetching: TransferMeter?
         let output: JobOutput
         do {
             try await ensureSynced(member)
             // A resumed attempt whose job is already running there needs no artifacts; one that never launched does.
-            staging = try await stageDependencies(job)
+            let directDependencies: [DirectGet]
+            (staging, directDependencies) = try await stageDependencies(job, on: member)
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
             let cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)
@@ -30,6 +32,8 @@ extension Coordinator {
                                gpus: member.info.gpus.map(\.index), gpuCount: job.resources.gpu,
                                slots: member.info.maxJobs, owner: owner, exportGPUs: !member.info.gpus.isEmpty,
                                engine: member.info.engine, dependencies: staging, cleanup: cleanup)
+            request.directDependencies = directDependencies
+            fetching = fetchMeter(job, directDependencies, on: member)
         } catch let error as RunnerError {
             if case .unavailable(_, let reason) = error { return .unreachable(job, runner: member.info.name, reason: reason) }
             return .ended(job, member, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"), released: false)
@@ -48,6 +52,8 @@ extension Coordinator {
                     granted = true
                     await self.granted(job, on: member)
                 case .launched:
+                    fetching?.finish(total: fetching?.total ?? 0)
+                    fetching = nil
                     await started(job, runner: runner)
                     if watchdog == nil { watchdog = self.watchdog(job, runner: runner) }
                 case .log(let data):
@@ -65,6 +71,8 @@ extension Coordinator {
                     return .ended(job, member, .vanished(reason), released: true)
                 case .notice(let text):
                     sink.emit(.notice("[\(job.workflow)] \(text)"))
+                case .transferred(let bytes):
+                    fetching?.add(bytes)
                 }
             }
         } catch let error as RunnerError {
@@ -129,10 +137,7 @@ extension Coordinator {
                                                    from: FileManager.default.temporaryDirectory)
             } else {
                 await setStatus(job.workflow, .uploading)
-                _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
-                    try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
-                                                   paths: job.artifacts, from: directory)
-                }
+                try await storeArtifacts(job, on: member)
             }
             try await store.recordCache(job.cacheKey, CacheEntry(run: runName, job: job.id, finishedAt: Date()))
             return .done

@@ -63,6 +63,8 @@ public actor Coordinator {
     var unreachableTries: [String: Int] = [:]
     var timedOutJobs: Set<String> = []
     var dirtyJobs: Set<String> = []
+    /// Which runners move artifact bytes to and from the bucket themselves (DirectRoutes.swift).
+    let directRoutes = DirectRoutes()
 
     /// Creates a coordinator for `run`, whose jobs are described by `plan`, on the reachable runners of `pool`.
     public init(store: RunStore, pool: [PoolMember], snapshot: Snapshot, plan: Plan, run: RunRecord,

@@ -69,6 +69,7 @@ enum RunnerInventory {
             var config = SSHRunnerConfig(name: runner.name, ssh: ssh, workdir: runner.remoteWorkdir,
                                          maxJobs: runner.maxJobs, labels: runner.labels, resources: resources,
                                          localObjects: localObjects)
+            config.storagePath = runner.storagePath
             // How long a runner may stay unreachable before its jobs count as lost (docs/failures.md).
             config.lostTimeout = .milliseconds(Int64((env["DSTACK_LOST_TIMEOUT"].flatMap(Double.init) ?? 60) * 1000))
             return SSHRunner(config)

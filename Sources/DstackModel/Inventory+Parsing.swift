@@ -6,7 +6,7 @@ extension Inventory {
                                       "transport"]
     /// The keys a runner may hold.
     public static let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels",
-                                    "resources", "proxy_jump", "transport"]
+                                    "resources", "proxy_jump", "transport", "storage_path"]
 
     /// Parses and validates a hosts inventory; every problem found is reported at once, in file order, each with
     /// its location, the line and a caret.
@@ -105,6 +105,7 @@ extension Inventory {
         var name: Located<String>?
         var host: Located<String>?
         var resources: ResourceOverride?
+        var storagePath: Located<String>?
         for (key, _, value) in pairs {
             switch key {
             case "name":
@@ -121,6 +122,12 @@ extension Inventory {
                 }
             case "resources":
                 resources = parseResourceOverride(value, &r)
+            case "storage_path":
+                storagePath = r.nonEmptyString(value, what: "'storage_path'")
+                if let p = storagePath, !p.value.hasPrefix("/") {
+                    r.error(value.mark, "storage_path '\(p.value)' must be absolute: the path at which this runner sees the storage directory")
+                    storagePath = nil
+                }
             default:
                 fields.read(key, value, &r)
             }
@@ -139,6 +146,7 @@ extension Inventory {
                               labels: fields.labels, resources: resources)
         spec.proxyJump = fields.proxyJump
         spec.transport = fields.transport
+        spec.storagePath = storagePath
         return spec
     }
 

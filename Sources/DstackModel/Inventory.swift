@@ -85,6 +85,8 @@ public struct RunnerSpec: Sendable, Hashable {
     public var proxyJump: Located<String>?
     /// What carries the connection (`transport:`): libssh2, openssh or auto.
     public var transport: Located<String>?
+    /// Where this runner sees the storage directory (`storage_path:`, a shared mount), if it does.
+    public var storagePath: Located<String>?
 
     /// Creates a runner entry; only `name` and `host` are required.
     public init(name: Located<String>, host: Located<String>, user: Located<String>? = nil, port: Located<Int>? = nil,
@@ -166,6 +168,8 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var connectTimeout: Int?
     /// Seconds between keepalives (ServerAliveInterval in ~/.ssh/config); nil means dstack's default.
     public var serverAliveInterval: Int?
+    /// Where this runner sees the storage directory (`storage_path:`), if it does.
+    public var storagePath: String?
 
     /// Creates a resolved runner.
     public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
@@ -261,6 +265,7 @@ extension Inventory {
                 maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
                 proxyJump: chain.isEmpty ? nil : jumpText, proxyCommand: chain.isEmpty ? proxyCommand : nil)
             runner.transport = spec.transport?.value ?? defaults.transport?.value ?? "libssh2"
+            runner.storagePath = spec.storagePath?.value
             runner.jumps = chain.map { $0.resolve(home: home, localUser: localUser, lookup: lookup) }
             if let sshConfigName { runner.sshConfigName = sshConfigName }
             let expansionForFiles = expansion

@@ -60,6 +60,20 @@ public struct Attempt: Sendable, Codable, Hashable {
     }
 }
 
+/// How far a job's artifact transfer has come.
+public struct TransferProgress: Sendable, Codable, Hashable {
+    /// Bytes moved.
+    public var done: Int64
+    /// Bytes to move.
+    public var total: Int64
+
+    /// Creates a progress record.
+    public init(done: Int64, total: Int64) {
+        self.done = done
+        self.total = total
+    }
+}
+
 /// What storage knows about one job of a run (`runs/<run>/jobs/<job>/job.json`, and inside `run.json`).
 public struct JobRecord: Sendable, Codable, Hashable {
     /// The job's id, unique across runs: `<run>-<workflow>`.
@@ -94,6 +108,8 @@ public struct JobRecord: Sendable, Codable, Hashable {
     public var finishedAt: Date?
     /// Every try, oldest first.
     public var attempts: [Attempt]
+    /// Artifact bytes moved so far while the job stores (or fetches) them directly; nil otherwise.
+    public var transfer: TransferProgress?
 
     /// Creates a job record in state `submitted`.
     public init(id: String, workflow: String, cacheKey: String, dependsOn: [String],
@@ -268,6 +284,9 @@ public struct ArtifactFile: Sendable, Codable, Hashable {
     public var link: String?
     /// True for an (empty) directory entry.
     public var isDirectory: Bool?
+    /// The hex SHA-256 of a file's content, when the runner that stored it directly computed it (see
+    /// docs/transfers.md); a runner fetching the file directly checks it.
+    public var sha256: String?
 
     /// Creates an entry.
     public init(path: String, size: Int64, mode: UInt32, link: String? = nil, isDirectory: Bool? = nil) {

@@ -14,4 +14,7 @@ public final class LockedValue<Value: Sendable>: @unchecked Sendable {
 
     /// The value now.
     public func get() -> Value { lock.withLock { value } }
+
+    /// Changes the value in place, under the lock (a read and a write no other thread can come between).
+    public func update(_ change: (inout Value) -> Void) { lock.withLock { change(&value) } }
 }

@@ -221,6 +221,8 @@ public enum JobEvent: Sendable, Equatable {
     case lost(String)
     /// Something worth telling (a dropped connection being reconnected).
     case notice(String)
+    /// Bytes of dependency artifacts the runner fetched itself from the bucket (progress of a direct transfer).
+    case transferred(Int64)
 }
 
 extension Runner {
@@ -259,6 +261,9 @@ public struct JobStart: Sendable {
     public var dependencies: URL?
     /// Directories of earlier jobs to remove on the way (their results are stored).
     public var cleanup: [String]
+    /// Dependency files the runner fetches from the bucket itself, into the same place as `dependencies`
+    /// (a `DirectTransferRunner` only; docs/transfers.md).
+    public var directDependencies: [DirectGet] = []
 
     /// Creates a start request.
     public init(launch: JobLaunch, snapshot: Snapshot, attempt: Int = 1, logOffset: Int64 = 0, gpus: [Int],

@@ -20,6 +20,8 @@ public enum RunnerScript: String, CaseIterable, Sendable {
     case objectsAdopt = "objects-adopt"
     /// Says which artifact paths exist, and which are plain files.
     case artifactsInspect = "artifacts-inspect"
+    /// Moves artifact bytes between the runner and a bucket through presigned URLs (docs/transfers.md).
+    case transfer
 
     /// What is sent to start an agent: `agent.sh` with the text of `wrapper.sh` in `dstack_wrapper`, and the name of
     /// the file it is kept in (`wrapperFileName`), in front of it.
@@ -52,6 +54,7 @@ public enum RunnerScript: String, CaseIterable, Sendable {
         case .objectsList: bytes = PackageResources.objects_list_sh
         case .objectsAdopt: bytes = PackageResources.objects_adopt_sh
         case .artifactsInspect: bytes = PackageResources.artifacts_inspect_sh
+        case .transfer: bytes = PackageResources.transfer_sh
         }
         return String(decoding: bytes, as: UTF8.self)
     }

@@ -22,6 +22,8 @@ public struct SSHRunnerConfig: Sendable {
     public var localObjects: URL?
     /// How long the runner may stay unreachable while a job runs there before the job counts as lost.
     public var lostTimeout: Duration = .seconds(60)
+    /// Where the runner sees the storage directory (`storage_path:`), if it does (docs/transfers.md).
+    public var storagePath: String?
 
     /// Creates a runner configuration.
     public init(name: String, ssh: SSHOptions, workdir: String, maxJobs: Int? = nil, labels: [String] = [],
@@ -365,7 +367,7 @@ public final class SSHRunner: Runner, Sendable {
     /// One attempt: the agent's `start` (sent again after a dropped connection: it launches nothing twice), then
     /// polls of the log until the job's exit. A drop before anything could reach the runner makes it unavailable
     /// at once (the job goes elsewhere); a drop later is reconnected until `lostTimeout`, then the job is lost.
-    func attempt(_ request: JobStart, emit: @Sendable (JobEvent) -> Void) async throws {
+    func attempt(_ request: JobStart, emit: @escaping @Sendable (JobEvent) -> Void) async throws {
         let job = request.launch
         let startArguments = try startRequest(request)
         var offset = request.logOffset
@@ -383,6 +385,7 @@ public final class SSHRunner: Runner, Sendable {
                     try await reaching {
                         try await connection.session().uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
                     }
+                    try await getDirect(jobId: job.jobId, request.directDependencies) { emit(.transferred($0)) }
                     deliveredDependencies = true
                 }
                 if !launched {

@@ -243,6 +243,13 @@ public final class OpenSSHSession: RemoteSession, @unchecked Sendable {
     }
 
     public func exec(
+        _ command: String, stdin: Data? = nil, idleTimeout: Duration?? = nil,
+        onOutput: @escaping @Sendable (ExecStream, Data) -> Void
+    ) async throws -> ExecResult {
+        try await run(command, input: .data(stdin ?? Data()), stdout: .callback(onOutput), stderr: .callback(onOutput))
+    }
+
+    public func exec(
         _ command: String, stdinFrom input: FileHandle?, stdoutTo output: FileHandle?, idleTimeout: Duration?? = nil
     ) async throws -> ExecResult {
         try await run(command, input: input.map { .handle($0) } ?? .data(Data()),

@@ -28,6 +28,9 @@ public protocol RemoteSession: AnyObject, Sendable {
     func close() async
     /// Runs `command` through the remote user's shell, feeding it `stdin`, and collects its output and exit status.
     func exec(_ command: String, stdin: Data?, idleTimeout: Duration??) async throws -> ExecResult
+    /// Runs `command` and hands each chunk of its output to `onOutput` as it arrives; the result carries no output.
+    func exec(_ command: String, stdin: Data?, idleTimeout: Duration??,
+              onOutput: @escaping @Sendable (ExecStream, Data) -> Void) async throws -> ExecResult
     /// Runs `command` with its stdin read from `input` and its stdout written to `output`, with flat memory.
     func exec(_ command: String, stdinFrom input: FileHandle?, stdoutTo output: FileHandle?, idleTimeout: Duration??) async throws -> ExecResult
     /// Starts `command` with its standard input kept open for more (a long-lived agent shell).

@@ -86,9 +86,11 @@ extension RemoteSession {
     }
 
     /// Copies `paths` (relative to `remoteDirectory`) into `localDirectory`, streaming `tar -cf -` on the server
-    /// into a local `tar -xf -`; memory stays flat whatever the size.
+    /// into a local `tar -xf -`; memory stays flat whatever the size. `remoteOptions` (already quoted) go to the
+    /// remote `tar` before the paths (`--exclude-from`...).
     public func downloadTree(
-        _ remoteDirectory: String, paths: [String] = ["."], to localDirectory: String, idleTimeout: Duration?? = nil
+        _ remoteDirectory: String, paths: [String] = ["."], to localDirectory: String, remoteOptions: String = "",
+        idleTimeout: Duration?? = nil
     ) async throws {
         let local = expandTilde(localDirectory)
         do {
@@ -96,7 +98,8 @@ extension RemoteSession {
         } catch {
             throw SSHError.localIO(path: local, reason: "cannot create the folder: \(error.localizedDescription)")
         }
-        let command = "tar -C \(shellQuote(remoteDirectory)) -cf - -- " + paths.map(shellQuote).joined(separator: " ")
+        let options = remoteOptions.isEmpty ? "" : remoteOptions + " "
+        let command = "tar -C \(shellQuote(remoteDirectory)) \(options)-cf - -- " + paths.map(shellQuote).joined(separator: " ")
         let extractor = try LocalProcess(arguments: ["tar", "-C", local, "-xf", "-"], pipeStandardInput: true)
         let result: ExecResult
         do {

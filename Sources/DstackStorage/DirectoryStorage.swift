@@ -62,6 +62,14 @@ public struct DirectoryStorage: Storage {
     }
 
     /// As `locate` without creating anything; nil when a folder on the way to `key` does not exist.
+    /// The size of the plain file at `key` (never through a link), or nil when there is none.
+    func fileSize(_ key: String) throws -> Int64? {
+        guard let (folder, name) = try locateExisting(key), let info = folder.status(name), info.st_mode & S_IFMT == S_IFREG else {
+            return nil
+        }
+        return Int64(info.st_size)
+    }
+
     private func locateExisting(_ key: String) throws -> (folder: Folder, name: String)? {
         _ = try url(key)
         let parts = key.split(separator: "/")

@@ -11,13 +11,25 @@ extension RunStore {
     ///
     /// File modes are kept in the manifest. A symbolic link is kept when it points inside its artifact and refused
     /// (nothing is stored) when it points outside. A missing path is refused too.
+    ///
+    /// `storedElsewhere` names files (by path) that a runner already stored under their keys itself, checked (see
+    /// `DirectStorage`): `directory` holds an empty stand-in for each, and the manifest takes the entry given here.
     public func storeArtifacts(cacheKey: String, run: String, job: String, paths: [String],
-                               from directory: URL) async throws -> ArtifactManifest {
-        let files = try ArtifactScanner.scan(paths: paths, in: directory)
+                               from directory: URL, storedElsewhere: [String: ArtifactFile] = [:]) async throws -> ArtifactManifest {
+        var files = try ArtifactScanner.scan(paths: paths, in: directory)
+        for index in files.indices {
+            if let stored = storedElsewhere[files[index].path], files[index].link == nil, files[index].isDirectory != true {
+                files[index] = stored
+            }
+        }
+        guard Set(files.map(\.path)).isSuperset(of: storedElsewhere.keys) else {
+            throw StorageError.refused("files stored directly are missing from the artifacts' listing: \(storedElsewhere.keys.filter { path in !files.contains { $0.path == path } }.sorted())")
+        }
         // A runner's own staging folder (see `ArtifactStaging`) gives its files up: storage may move them.
         let consume = ArtifactStaging.isDisposable(directory)
         var stored = Set<String>()
-        for file in files where file.link == nil && file.isDirectory != true && stored.insert(file.path).inserted {
+        for file in files where file.link == nil && file.isDirectory != true && storedElsewhere[file.path] == nil
+            && stored.insert(file.path).inserted {
             let source = directory.appendingPathComponent(file.path)
             let key = artifactFileKey(cacheKey, file.path)
             if consume {
@@ -45,7 +57,9 @@ extension RunStore {
     /// every entry is reached from `directory` one folder at a time without following a link (see `Folder`), each
     /// file arrives in a private folder and is moved into place, and modes are set through the file's own
     /// descriptor: nothing is ever written, moved or changed through a link. Links are created last.
-    public func downloadArtifacts(_ manifests: [ArtifactManifest], into directory: URL) async throws {
+    ///
+    /// Files whose keys are in `leaving` are not fetched (a runner fetches them itself); their folders are made.
+    public func downloadArtifacts(_ manifests: [ArtifactManifest], into directory: URL, leaving: Set<String> = []) async throws {
         if let problem = ArtifactPlacement.problem(manifests) { throw StorageError.refused(problem) }
         let target: Folder
         do { target = try Folder.open(directory.path, create: true) } catch { throw placementError(error) }
@@ -68,6 +82,7 @@ extension RunStore {
                         folderModes.append((file.path, file.mode))
                         continue
                     }
+                    if leaving.contains(artifactFileKey(manifest.cacheKey, file.path)) { continue }
                     try await storage.download(artifactFileKey(manifest.cacheKey, file.path), to: incomingURL)
                     let fd = try incoming.openFile("file", O_RDONLY)
                     let changed = fchmod(fd, Self.safeMode(file.mode))

@@ -231,7 +231,14 @@ public struct RunStore: Sendable {
     // MARK: Artifacts
 
     /// The key prefix of an artifact's files.
-    func artifactFileKey(_ cacheKey: String, _ path: String) -> String { key("artifacts", cacheKey, "files", path) }
+    /// The storage key of one artifact file.
+    public func artifactFileKey(_ cacheKey: String, _ path: String) -> String { key("artifacts", cacheKey, "files", path) }
+
+    /// The key of a short-lived file that shows whether a runner sees this storage (docs/transfers.md).
+    public func probeKey(_ name: String) -> String { key(".direct-probe-" + name) }
+
+    /// The storage key prefix under which the files of `cacheKey` live.
+    public func artifactFilesPrefix(_ cacheKey: String) -> String { key("artifacts", cacheKey, "files") + "/" }
 
     /// The manifest stored for `cacheKey`, or nil when its artifacts are not (completely) stored.
     public func manifest(_ cacheKey: String) async throws -> ArtifactManifest? {

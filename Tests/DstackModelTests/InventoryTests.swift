@@ -55,6 +55,17 @@ struct InventorySchemaTests {
                 identity: ~/.ssh/x
                 ^
             """),
+        InventoryGolden(name: "a storage_path that is not absolute", text: """
+            runners:
+              - name: gpu-1
+                host: 10.0.0.1
+                storage_path: mnt/dstack
+
+            """, expected: """
+            hosts.yaml:4:19: error: storage_path 'mnt/dstack' must be absolute: the path at which this runner sees the storage directory
+                storage_path: mnt/dstack
+                              ^
+            """),
         InventoryGolden(name: "unknown key with nothing close", text: """
             runners:
               - name: gpu-1
@@ -417,12 +428,14 @@ struct InventoryExampleTests {
         out.defaults = InventoryDefaults(user: u(d.user), port: u(d.port), identityFiles: d.identityFiles?.map(u),
                                          workdir: u(d.workdir), maxJobs: u(d.maxJobs), labels: d.labels.map(u))
         out.runners = inventory.runners.map { r in
-            RunnerSpec(name: u(r.name), host: u(r.host), user: u(r.user), port: u(r.port),
-                       identityFiles: r.identityFiles?.map(u), workdir: u(r.workdir), maxJobs: u(r.maxJobs),
-                       labels: r.labels.map(u), resources: r.resources.map { o in
-                           ResourceOverride(gpuCount: u(o.gpuCount), gpuName: u(o.gpuName), gpuMemory: u(o.gpuMemory),
-                                            cpu: u(o.cpu), memory: u(o.memory))
-                       })
+            var spec = RunnerSpec(name: u(r.name), host: u(r.host), user: u(r.user), port: u(r.port),
+                                  identityFiles: r.identityFiles?.map(u), workdir: u(r.workdir), maxJobs: u(r.maxJobs),
+                                  labels: r.labels.map(u), resources: r.resources.map { o in
+                                      ResourceOverride(gpuCount: u(o.gpuCount), gpuName: u(o.gpuName), gpuMemory: u(o.gpuMemory),
+                                                       cpu: u(o.cpu), memory: u(o.memory))
+                                  })
+            spec.storagePath = u(r.storagePath)
+            return spec
         }
         return out
     }
@@ -431,6 +444,9 @@ struct InventoryExampleTests {
     func values() throws {
         let source = try hostsExample()
         let parsed = try Inventory.parse(source)
+        var cpuBox = RunnerSpec(name: v("cpu-box"), host: v("10.0.0.20"), user: v("alice"), port: v(2222),
+                                identityFiles: [v("~/.ssh/lab_ed25519")], workdir: v("/scratch/dstack"))
+        cpuBox.storagePath = v("/mnt/dstack")
         let expected = Inventory(
             defaults: InventoryDefaults(user: v("ml"), port: v(22), identityFiles: [v("~/.ssh/id_ed25519")],
                                         workdir: v("~/.dstack-runner"), maxJobs: v(2), labels: []),
@@ -438,8 +454,7 @@ struct InventoryExampleTests {
                 RunnerSpec(name: v("gpu-1"), host: v("10.0.0.11"), labels: [v("a100"), v("fast-disk")]),
                 RunnerSpec(name: v("gpu-2"), host: v("lab-gpu-2"), maxJobs: v(4),
                            resources: ResourceOverride(gpuCount: v(2), cpu: v(32), memory: v(256 << 30))),
-                RunnerSpec(name: v("cpu-box"), host: v("10.0.0.20"), user: v("alice"), port: v(2222),
-                           identityFiles: [v("~/.ssh/lab_ed25519")], workdir: v("/scratch/dstack")),
+                cpuBox,
             ],
             source: source)
         #expect(unlocated(parsed) == expected)
@@ -476,6 +491,7 @@ struct InventoryExampleTests {
         check(box.port, "2222")
         check(box.identityFiles?.first, "~/.ssh/lab_ed25519")
         check(box.workdir, "/scratch/dstack")
+        check(box.storagePath, "/mnt/dstack")
     }
 
     @Test("hosts.example resolved with an ssh config for its alias")
@@ -489,6 +505,9 @@ struct InventoryExampleTests {
 
             """)
         let runners = parsed.resolve(sshConfig: ssh, home: "/home/me", localUser: "me")
+        var cpuBox = ResolvedRunner(name: "cpu-box", host: parsed.runners[2].host, hostname: "10.0.0.20", port: 2222, user: "alice",
+                                    identityFiles: ["/home/me/.ssh/lab_ed25519"], workdir: "/scratch/dstack", maxJobs: 2)
+        cpuBox.storagePath = "/mnt/dstack"
         #expect(runners == [
             ResolvedRunner(name: "gpu-1", host: parsed.runners[0].host, hostname: "10.0.0.11", port: 22, user: "ml",
                            identityFiles: ["/home/me/.ssh/id_ed25519"], workdir: "~/.dstack-runner", maxJobs: 2,
@@ -496,8 +515,7 @@ struct InventoryExampleTests {
             ResolvedRunner(name: "gpu-2", host: parsed.runners[1].host, hostname: "10.0.0.12", port: 22, user: "labuser",
                            identityFiles: ["/home/me/.ssh/lab_labuser"], workdir: "~/.dstack-runner", maxJobs: 4,
                            resources: parsed.runners[1].resources),
-            ResolvedRunner(name: "cpu-box", host: parsed.runners[2].host, hostname: "10.0.0.20", port: 2222, user: "alice",
-                           identityFiles: ["/home/me/.ssh/lab_ed25519"], workdir: "/scratch/dstack", maxJobs: 2),
+            cpuBox,
         ])
         #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack"])
     }

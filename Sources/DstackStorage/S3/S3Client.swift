@@ -43,7 +43,7 @@ final class S3Client: Sendable {
     let tuning: S3Tuning
     let logger: Logger
     private let transport: any S3Transport
-    private let signer: SigV4Signer
+    let signer: SigV4Signer
 
     /// Creates a client; `transport` defaults to AsyncHTTPClient.
     init(configuration: S3Configuration, tuning: S3Tuning, logger: Logger, transport: (any S3Transport)? = nil) {

@@ -94,11 +94,7 @@ struct SigV4Signer: Sendable {
             "AWS4-HMAC-SHA256", amzDate, scope, SigV4.hexSHA256(Data(canonicalRequest.utf8)),
         ].joined(separator: "\n")
 
-        var key = SymmetricKey(data: Data("AWS4\(credentials.secretAccessKey)".utf8))
-        for part in [day, region, service, "aws4_request"] {
-            key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Data(part.utf8), using: key)))
-        }
-        let signature = SigV4.hex(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: key))
+        let signature = SigV4.hex(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: signingKey(day: day)))
         let authorization = "AWS4-HMAC-SHA256 Credential=\(credentials.accessKeyId)/\(scope), "
             + "SignedHeaders=\(signedHeaders), Signature=\(signature)"
 
@@ -110,6 +106,67 @@ struct SigV4Signer: Sendable {
             canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature,
             authorization: authorization, addedHeaders: added
         )
+    }
+}
+
+/// What query signing (a presigned URL) produced: the query to send, and the intermediate texts for tests.
+struct SigV4Presigned: Sendable {
+    /// The canonical request (task 1 of the algorithm).
+    var canonicalRequest: String
+    /// The string to sign (task 2).
+    var stringToSign: String
+    /// The hex signature (task 3).
+    var signature: String
+    /// The request's own parameters, the `X-Amz-*` ones and `X-Amz-Signature`, decoded: the whole query to send.
+    var query: [(name: String, value: String)]
+}
+
+extension SigV4Signer {
+    /// Signs `request` in its query string (a presigned URL valid for `expires` seconds from `date`).
+    ///
+    /// The same algorithm as `sign(_:at:)`, with the credential scope, date, lifetime and signed header names in
+    /// the query instead of headers, and no `x-amz-content-sha256`: S3 wants `UNSIGNED-PAYLOAD` as the payload
+    /// hash, since whoever uses the URL sends the body. Whoever holds the URL holds the session token too, when
+    /// the credentials have one: callers that must not hand one out check `credentials.sessionToken` first.
+    func presign(_ request: SigV4Request, at date: Date, expires: Int) -> SigV4Presigned {
+        let (amzDate, day) = SigV4.timestamps(date)
+        let scope = "\(day)/\(region)/\(service)/aws4_request"
+        let canonicalHeaders = SigV4.canonicalHeaders(request.headers)
+        let signedHeaders = canonicalHeaders.map(\.name).joined(separator: ";")
+        var query = request.query
+        query += [
+            ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+            ("X-Amz-Credential", "\(credentials.accessKeyId)/\(scope)"),
+            ("X-Amz-Date", amzDate),
+            ("X-Amz-Expires", String(expires)),
+            ("X-Amz-SignedHeaders", signedHeaders),
+        ]
+        if let token = credentials.sessionToken, signSessionToken { query.append(("X-Amz-Security-Token", token)) }
+        let path = normalizePath ? SigV4.normalize(request.path) : request.path
+        let canonicalRequest = [
+            request.method,
+            SigV4.encodePath(path),
+            SigV4.canonicalQuery(query),
+            canonicalHeaders.map { "\($0.name):\($0.value)\n" }.joined(),
+            signedHeaders,
+            request.payloadHash,
+        ].joined(separator: "\n")
+        let stringToSign = [
+            "AWS4-HMAC-SHA256", amzDate, scope, SigV4.hexSHA256(Data(canonicalRequest.utf8)),
+        ].joined(separator: "\n")
+        let signature = SigV4.hex(HMAC<SHA256>.authenticationCode(for: Data(stringToSign.utf8), using: signingKey(day: day)))
+        if let token = credentials.sessionToken, !signSessionToken { query.append(("X-Amz-Security-Token", token)) }
+        query.append(("X-Amz-Signature", signature))
+        return SigV4Presigned(canonicalRequest: canonicalRequest, stringToSign: stringToSign, signature: signature, query: query)
+    }
+
+    /// The key derived from the secret for `day` (`yyyyMMdd`), the region and the service.
+    func signingKey(day: String) -> SymmetricKey {
+        var key = SymmetricKey(data: Data("AWS4\(credentials.secretAccessKey)".utf8))
+        for part in [day, region, service, "aws4_request"] {
+            key = SymmetricKey(data: Data(HMAC<SHA256>.authenticationCode(for: Data(part.utf8), using: key)))
+        }
+        return key
     }
 }
 
