@@ -130,12 +130,9 @@ extension Coordinator {
                 if exit.code == nil { return .lost(exit.summary) }
                 return .failed(exit, exit.summary)
             }
-            if job.artifacts.isEmpty {
-                // Nothing to collect: the runner is not asked (no staging folder, no round trip), the manifest says
-                // so, and the job goes straight to done (one record write less per job).
-                _ = try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id, paths: [],
-                                                   from: FileManager.default.temporaryDirectory)
-            } else {
+            // A job that declares no artifacts has nothing to collect: the runner is not asked, no manifest is
+            // stored (its cache entry is enough: see Workspace.plan), and it goes straight to done.
+            if !job.artifacts.isEmpty {
                 await setStatus(job.workflow, .uploading)
                 try await storeArtifacts(job, on: member)
             }
@@ -153,10 +150,10 @@ extension Coordinator {
     /// there are none (no dependencies, or none with artifacts).
     nonisolated func stageDependencies(_ job: PlannedJob) async throws -> URL? {
         var keys: [(String, String)] = []
-        for dep in job.dependsOn {
+        for dep in job.dependsOn where declaresArtifacts.contains(dep) {
             if let key = cacheKeys[dep] { keys.append((dep, key)) }
         }
-        for tag in job.tagDependencies { keys.append(("\(tag.workflow):\(tag.tag)", tag.cacheKey)) }
+        for tag in job.tagDependencies where !tag.artifacts.isEmpty { keys.append(("\(tag.workflow):\(tag.tag)", tag.cacheKey)) }
         guard !keys.isEmpty else { return nil }
         var manifests: [ArtifactManifest] = []
         for (name, key) in keys {

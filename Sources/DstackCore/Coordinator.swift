@@ -41,6 +41,9 @@ public actor Coordinator {
     /// looked up for every job at every dispatch round, so linear scans made large runs quadratic.
     let positions: [String: Int]
     let cacheKeys: [String: String]
+    /// The workflows whose jobs declare artifacts: only their results are looked up for a dependent job (a job that
+    /// declares none stores no manifest).
+    let declaresArtifacts: Set<String>
     /// How long a runner may stay unreachable before its jobs count as lost (`$DSTACK_LOST_TIMEOUT`, seconds).
     let lostTimeout: TimeInterval
     var run: RunRecord
@@ -79,6 +82,7 @@ public actor Coordinator {
         self.runName = run.name
         self.positions = Dictionary(run.jobs.enumerated().map { ($1.workflow, $0) }, uniquingKeysWith: { a, _ in a })
         self.cacheKeys = Dictionary(plan.jobs.map { ($0.workflow, $0.cacheKey) }, uniquingKeysWith: { a, _ in a })
+        self.declaresArtifacts = Set(plan.jobs.filter { !$0.artifacts.isEmpty }.map(\.workflow))
         self.sink = sink
         self.logger = logger
         self.owner = "\(ProcessInfo.processInfo.hostName):\(getpid())"

@@ -235,10 +235,10 @@ extension Coordinator {
             return (try await stageDependencies(job), [])
         }
         var manifests: [ArtifactManifest] = []
-        for dep in job.dependsOn {
+        for dep in job.dependsOn where declaresArtifacts.contains(dep) {
             if let key = cacheKeys[dep], let manifest = try await store.manifest(key), !manifest.files.isEmpty { manifests.append(manifest) }
         }
-        for tag in job.tagDependencies {
+        for tag in job.tagDependencies where !tag.artifacts.isEmpty {
             if let manifest = try await store.manifest(tag.cacheKey), !manifest.files.isEmpty { manifests.append(manifest) }
         }
         var gets: [DirectGet] = []

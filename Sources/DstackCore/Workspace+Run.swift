@@ -47,6 +47,13 @@ public struct SubmittedRun: Sendable {
 }
 
 extension Workspace {
+    /// Whether a finished job's results are in storage: its manifest, for a job that declares artifacts; nothing to
+    /// look for, for one that declares none (no manifest is stored for it).
+    func resultsStored(artifacts: [String], cacheKey: String) async throws -> Bool {
+        if artifacts.isEmpty { return true }
+        return try await store.manifest(cacheKey) != nil
+    }
+
     /// Resolves every `workflow:tag` dependency of `closure` to the tagged run's stored results.
     func resolveTags(_ closure: [Workflow]) async throws -> [String: TagDependency] {
         var out: [String: TagDependency] = [:]
@@ -55,7 +62,7 @@ extension Workspace {
                 guard let tag = dep.tag, out[dep.spelled] == nil else { continue }
                 guard let record = try await store.tag(tag), let run = try await store.loadRun(record.run),
                       let job = run.jobs.first(where: { $0.workflow == dep.workflow && $0.status.isSuccess }),
-                      try await store.manifest(job.cacheKey) != nil else { continue }
+                      try await resultsStored(artifacts: job.artifacts, cacheKey: job.cacheKey) else { continue }
                 out[dep.spelled] = TagDependency(workflow: dep.workflow, tag: tag, run: run.name,
                                                  cacheKey: job.cacheKey, artifacts: job.artifacts)
             }
@@ -73,7 +80,9 @@ extension Workspace {
         if !request.noCache {
             let cached = try await store.cachedKeys()
             for i in plan.jobs.indices where cached.contains(plan.jobs[i].cacheKey) {
-                if try await store.manifest(plan.jobs[i].cacheKey) != nil,
+                // A job that declares artifacts is reused only with its manifest; one that declares none stores
+                // no manifest (older dstacks stored an empty one), its cache entry says it finished.
+                if try await resultsStored(artifacts: plan.jobs[i].artifacts, cacheKey: plan.jobs[i].cacheKey),
                    let entry = try await store.cacheEntry(plan.jobs[i].cacheKey) {
                     plan.jobs[i].cached = entry
                 }
