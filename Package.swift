@@ -65,6 +65,8 @@ let package = Package(
             .embedInCode("Scripts/objects-adopt.sh"),
             .embedInCode("Scripts/artifacts-inspect.sh"),
             .embedInCode("Scripts/python-env.sh"),
+            .embedInCode("Scripts/slurm.sh"),
+            .embedInCode("Scripts/slurm-batch.sh"),
         ]),
         .target(name: "DstackCore", dependencies: [
             "DstackModel", "DstackStorage", "DstackRunners",

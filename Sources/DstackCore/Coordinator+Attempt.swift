@@ -65,6 +65,8 @@ extension Coordinator {
                     return .ended(job, member, .vanished(reason), released: true)
                 case .notice(let text):
                     sink.emit(.notice("[\(job.workflow)] \(text)"))
+                case .scheduler(let state):
+                    await recordScheduler(job, state)
                 }
             }
         } catch let error as RunnerError {

@@ -5,7 +5,7 @@ extension Inventory {
     public static let defaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels", "proxy_jump"]
     /// The keys a runner may hold.
     public static let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels",
-                                    "resources", "proxy_jump"]
+                                    "resources", "proxy_jump", "kind"] + slurmRunnerKeys
 
     /// Parses and validates a hosts inventory; every problem found is reported at once, in file order, each with
     /// its location, the line and a caret.
@@ -103,8 +103,11 @@ extension Inventory {
         var name: Located<String>?
         var host: Located<String>?
         var resources: ResourceOverride?
+        var slurm = SlurmFields()
         for (key, _, value) in pairs {
             switch key {
+            case "kind", "partition", "account", "qos", "time":
+                slurm.read(key, value, &r)
             case "name":
                 name = r.string(value, what: "'name'")
                 if let n = name, !isValidRunnerName(n.value) {
@@ -136,6 +139,7 @@ extension Inventory {
                               identityFiles: fields.identityFiles, workdir: fields.workdir, maxJobs: fields.maxJobs,
                               labels: fields.labels, resources: resources)
         spec.proxyJump = fields.proxyJump
+        spec.slurm = slurm.settings(&r)
         return spec
     }
 

@@ -81,6 +81,8 @@ public struct RunnerSpec: Sendable, Hashable {
     public var resources: ResourceOverride?
     /// Jump hosts (`proxy_jump:`): `[user@]host[:port]`, comma-separated, or `none`.
     public var proxyJump: Located<String>?
+    /// For a runner of `kind: slurm` (a cluster's login node), its Slurm settings; nil for an SSH runner.
+    public var slurm: SlurmSettings?
 
     /// Creates a runner entry; only `name` and `host` are required.
     public init(name: Located<String>, host: Located<String>, user: Located<String>? = nil, port: Located<Int>? = nil,
@@ -160,6 +162,8 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var connectTimeout: Int?
     /// Seconds between keepalives (ServerAliveInterval in ~/.ssh/config); nil means dstack's default.
     public var serverAliveInterval: Int?
+    /// For a runner of `kind: slurm`, its Slurm settings; nil for an SSH runner.
+    public var slurm: SlurmSettings?
 
     /// Creates a resolved runner.
     public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
@@ -253,6 +257,7 @@ extension Inventory {
                 proxyJump: chain.isEmpty ? nil : jumpText, proxyCommand: chain.isEmpty ? proxyCommand : nil)
             runner.jumps = chain.map { $0.resolve(home: home, localUser: localUser, lookup: lookup) }
             if let sshConfigName { runner.sshConfigName = sshConfigName }
+            runner.slurm = spec.slurm
             let expansionForFiles = expansion
             runner.identitiesOnly = ssh.identitiesOnly ?? false
             runner.knownHostsFile = ssh.userKnownHostsFiles.first.map { expansionForFiles.expandPath($0) }

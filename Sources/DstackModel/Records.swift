@@ -94,6 +94,8 @@ public struct JobRecord: Sendable, Codable, Hashable {
     public var finishedAt: Date?
     /// Every try, oldest first.
     public var attempts: [Attempt]
+    /// On a Slurm runner: the job's Slurm id, state and reason, as last seen.
+    public var slurm: SlurmJobState?
 
     /// Creates a job record in state `submitted`.
     public init(id: String, workflow: String, cacheKey: String, dependsOn: [String],

@@ -20,9 +20,10 @@ final class Agent: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Starts an agent over `session` and waits until it is ready.
-    static func start(on session: SSHSession, runner: String, logger: Logger) async throws -> Agent {
-        let agent = Agent(process: session.startProcess(RunnerScript.agent.text, label: "the agent shell"), runner: runner, logger: logger)
+    /// Starts an agent over `session` (its text `script`: the agent's, or another runner kind's functions and the
+    /// agent's) and waits until it is ready.
+    static func start(on session: SSHSession, runner: String, logger: Logger, script: String = RunnerScript.agent.text) async throws -> Agent {
+        let agent = Agent(process: session.startProcess(script, label: "the agent shell"), runner: runner, logger: logger)
         let reader = Task { await agent.read() }
         do {
             _ = try await agent.enqueue(nil)

@@ -19,6 +19,10 @@ public enum RunnerScript: String, CaseIterable, Sendable {
     case objectsAdopt = "objects-adopt"
     /// Says which artifact paths exist, and which are plain files.
     case artifactsInspect = "artifacts-inspect"
+    /// The agent's functions for a Slurm runner (submit, poll, stop, probe), sent before the agent's text.
+    case slurm
+    /// The batch script of a job on a Slurm runner: the wrapper, in the foreground.
+    case slurmBatch = "slurm-batch"
 
     /// The file's name in `Scripts/`.
     public var fileName: String { rawValue + ".sh" }
@@ -35,6 +39,8 @@ public enum RunnerScript: String, CaseIterable, Sendable {
         case .objectsList: bytes = PackageResources.objects_list_sh
         case .objectsAdopt: bytes = PackageResources.objects_adopt_sh
         case .artifactsInspect: bytes = PackageResources.artifacts_inspect_sh
+        case .slurm: bytes = PackageResources.slurm_sh
+        case .slurmBatch: bytes = PackageResources.slurm_batch_sh
         }
         return String(decoding: bytes, as: UTF8.self)
     }
