@@ -176,3 +176,12 @@ public enum SbatchOptions {
         return nil
     }
 }
+
+extension JobRecord {
+    /// The job's state as `dstack status` shows it: Slurm's word while the job waits in a Slurm queue
+    /// (`pending (Resources)`), else the job's own state.
+    public var displayStatus: String {
+        if let slurm, [.submitted, .preparing].contains(status), slurm.state == "PENDING" { return slurm.summary }
+        return status.rawValue
+    }
+}
