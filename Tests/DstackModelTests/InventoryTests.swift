@@ -417,12 +417,14 @@ struct InventoryExampleTests {
         out.defaults = InventoryDefaults(user: u(d.user), port: u(d.port), identityFiles: d.identityFiles?.map(u),
                                          workdir: u(d.workdir), maxJobs: u(d.maxJobs), labels: d.labels.map(u))
         out.runners = inventory.runners.map { r in
-            RunnerSpec(name: u(r.name), host: u(r.host), user: u(r.user), port: u(r.port),
-                       identityFiles: r.identityFiles?.map(u), workdir: u(r.workdir), maxJobs: u(r.maxJobs),
-                       labels: r.labels.map(u), resources: r.resources.map { o in
-                           ResourceOverride(gpuCount: u(o.gpuCount), gpuName: u(o.gpuName), gpuMemory: u(o.gpuMemory),
-                                            cpu: u(o.cpu), memory: u(o.memory))
-                       })
+            var spec = RunnerSpec(name: u(r.name), host: u(r.host), user: u(r.user), port: u(r.port),
+                                  identityFiles: r.identityFiles?.map(u), workdir: u(r.workdir), maxJobs: u(r.maxJobs),
+                                  labels: r.labels.map(u), resources: r.resources.map { o in
+                                      ResourceOverride(gpuCount: u(o.gpuCount), gpuName: u(o.gpuName), gpuMemory: u(o.gpuMemory),
+                                                       cpu: u(o.cpu), memory: u(o.memory))
+                                  })
+            spec.slurm = r.slurm
+            return spec
         }
         return out
     }
@@ -440,6 +442,12 @@ struct InventoryExampleTests {
                            resources: ResourceOverride(gpuCount: v(2), cpu: v(32), memory: v(256 << 30))),
                 RunnerSpec(name: v("cpu-box"), host: v("10.0.0.20"), user: v("alice"), port: v(2222),
                            identityFiles: [v("~/.ssh/lab_ed25519")], workdir: v("/scratch/dstack")),
+                {
+                    var hpc = RunnerSpec(name: v("hpc"), host: v("login.hpc.example.org"), workdir: v("/shared/ml/.dstack"),
+                                         maxJobs: v(50))
+                    hpc.slurm = SlurmSettings(partition: "gpu", account: "ml-lab", qos: "normal", time: "4:00:00")
+                    return hpc
+                }(),
             ],
             source: source)
         #expect(unlocated(parsed) == expected)
@@ -498,8 +506,15 @@ struct InventoryExampleTests {
                            resources: parsed.runners[1].resources),
             ResolvedRunner(name: "cpu-box", host: parsed.runners[2].host, hostname: "10.0.0.20", port: 2222, user: "alice",
                            identityFiles: ["/home/me/.ssh/lab_ed25519"], workdir: "/scratch/dstack", maxJobs: 2),
+            {
+                var hpc = ResolvedRunner(name: "hpc", host: parsed.runners[3].host, hostname: "login.hpc.example.org", port: 22,
+                                         user: "ml", identityFiles: ["/home/me/.ssh/id_ed25519"], workdir: "/shared/ml/.dstack",
+                                         maxJobs: 50)
+                hpc.slurm = SlurmSettings(partition: "gpu", account: "ml-lab", qos: "normal", time: "4:00:00")
+                return hpc
+            }(),
         ])
-        #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack"])
+        #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack", "/shared/ml/.dstack"])
     }
 }
 
