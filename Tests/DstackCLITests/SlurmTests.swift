@@ -10,7 +10,13 @@ import Testing
                      _ condition: ([String: [String: Any]]) -> Bool) throws -> (run: String, jobs: [String: [String: Any]]) {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
-            if let run = try? box.lastRun(env), let jobs = try? box.jobs(run), condition(jobs) { return (run, jobs) }
+            // Read without #require: before the run exists there is nothing to read yet, and that is no failure.
+            let status = try box.dstack(["status", "--json", "-n", "1"], environment: env)
+            let runs = (try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8))) as? [[String: Any]]
+            if let run = runs?.first?["name"] as? String, let list = runs?.first?["jobs"] as? [[String: Any]] {
+                let jobs = Dictionary(uniqueKeysWithValues: list.map { ($0["workflow"] as? String ?? "", $0) })
+                if condition(jobs) { return (run, jobs) }
+            }
             Thread.sleep(forTimeInterval: 0.2)
         }
         Issue.record("the jobs never reached the state waited for")
@@ -44,6 +50,32 @@ import Testing
             #expect(shown["JobName"] == "dstack-\(run)-\(workflow)")
         }
         #expect(try box.dstack("artifacts", "list", run).stdout.contains("metrics/report.txt"))
+    }
+
+    @Test func runnersProbesPartitionsNodesAndGPUsOfTheCluster() throws {
+        let bed = try SlurmBed(sshRunners: 1)
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("workflows:\n  - name: a\n    commands: [echo a]\n")
+        try box.write(".dstack/hosts.yaml", bed.inventory(extra: [0: "max_jobs: 20"]))
+        let result = try box.dstack(["runners"], environment: bed.environment)
+        #expect(result.status == 0, "\(result.output)")
+        let lines = result.stdout.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+        #expect(lines.contains { $0.hasPrefix("r1 ok (slurm) Linux") && $0.contains(" 8 4.0 GB 2x tesla (GRES) ") && $0.hasSuffix(" 0/20") },
+                "\(result.stdout)")
+        #expect(lines.contains { $0.hasPrefix("r2 ok Linux") }, "the SSH runner beside it")
+        #expect(lines.contains("r1: partition debug up, 1 node, time limit infinite"), "\(result.stdout)")
+        #expect(lines.contains("r1: nodes 1 idle"))
+        #expect(lines.contains("r1: \(bed.node) idle, 8 CPUs, 4.0 GB, gpu:tesla:2"))
+
+        let json = try box.dstack(["runners", "--json"], environment: bed.environment)
+        let entries = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [[String: Any]])
+        let slurm = try #require(entries.first { $0["name"] as? String == "r1" }?["slurm"] as? [String: Any])
+        let nodes = try #require(slurm["nodes"] as? [[String: Any]])
+        #expect(nodes.first?["gpu_count"] as? Int == 2)
+        #expect(nodes.first?["state"] as? String == "idle")
+        #expect(entries.first { $0["name"] as? String == "r2" }?["slurm"] is NSNull)
     }
 
     @Test func aPoolMixesASlurmRunnerAndAnSSHRunner() throws {
