@@ -112,10 +112,11 @@ public final class SlurmRunner: Runner, Sendable {
     /// and the payload that writes the job's files.
     func submitRequest(_ request: JobStart) throws -> (arguments: [String], payload: Data) {
         var job = request.launch
-        // No slots nor GPU locks of dstack's: Slurm allocates, and sets CUDA_VISIBLE_DEVICES where it has devices.
+        // No slots nor GPU locks of dstack's: Slurm allocates, and sets CUDA_VISIBLE_DEVICES where it has devices
+        // (a container job passes those on: its run.sh reads them from the environment).
         job.gpus = []
         let plain = JobStart(launch: job, snapshot: request.snapshot, attempt: request.attempt, logOffset: request.logOffset,
-                             gpus: [], gpuCount: 0, slots: 1, owner: request.owner, exportGPUs: false,
+                             gpus: [], gpuCount: request.gpuCount, slots: 1, owner: request.owner, exportGPUs: false,
                              engine: request.engine, dependencies: request.dependencies, cleanup: request.cleanup)
         var payload = try login.startRequest(plain).payload
         payload.append(Data("printf '%s' \(shellQuote(RunnerScript.slurmBatch.text)) > batch.sh || exit 2\n".utf8))
