@@ -83,7 +83,7 @@ extension Coordinator {
         guard let exit else {
             return .ended(job, member, .lost("\(member.info.name) did not say how the job ended"), released: released)
         }
-        return .ended(job, member, await conclude(job, on: member, exit: exit), released: released)
+        return .exited(job, member, exit, released: released)
     }
 
     /// Stops the job once it has run for its `max_duration`.
@@ -99,7 +99,7 @@ extension Coordinator {
 
     /// What an attempt whose job exited with `exit` comes to: stopped, failed, lost, or done once its artifacts
     /// and cache entry are stored.
-    nonisolated private func conclude(_ job: PlannedJob, on member: PoolMember, exit: JobExit) async -> Outcome {
+    nonisolated func conclude(_ job: PlannedJob, on member: PoolMember, exit: JobExit) async -> Outcome {
         let runner = member.runner
         do {
             if await hasTimedOut(job) {
@@ -124,11 +124,17 @@ extension Coordinator {
                 if exit.code == nil { return .lost(exit.summary) }
                 return .failed(exit, exit.summary)
             }
-            // A job with nothing to collect goes straight to done: one record write less per job.
-            if !job.artifacts.isEmpty { await setStatus(job.workflow, .uploading) }
-            _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
-                try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
-                                               paths: job.artifacts, from: directory)
+            if job.artifacts.isEmpty {
+                // Nothing to collect: the runner is not asked (no staging folder, no round trip), the manifest says
+                // so, and the job goes straight to done (one record write less per job).
+                _ = try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id, paths: [],
+                                                   from: FileManager.default.temporaryDirectory)
+            } else {
+                await setStatus(job.workflow, .uploading)
+                _ = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
+                    try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
+                                                   paths: job.artifacts, from: directory)
+                }
             }
             try await store.recordCache(job.cacheKey, CacheEntry(run: runName, job: job.id, finishedAt: Date()))
             return .done

@@ -50,6 +50,9 @@ public actor Coordinator {
     var collectOnStop = true
     /// Jobs holding a slot, by job id, with the runner that holds them.
     var running: [String: any Runner] = [:]
+    /// Jobs whose runner slot was given back to the schedule when their commands ended (their results are being
+    /// collected): their end does not give it back again.
+    var vacated: Set<String> = []
     /// Directories of finished jobs to remove, by runner: passed along with the next start there.
     var pendingCleanup: [String: [String]] = [:]
     /// Code syncs `submit` began, to runners synced before (so a re-sync after an edit is under way already).
@@ -118,7 +121,7 @@ public actor Coordinator {
             resumeInFlight(&group)
             await startReady(&group)
             while let result = await group.next() {
-                await apply(result)
+                await apply(result, &group)
                 await startReady(&group)
                 // Jobs wait for runners that are full (another coordinator) or resting: look again shortly.
                 if group.isEmpty, waitingForRunners() {
@@ -255,7 +258,7 @@ public actor Coordinator {
     // MARK: - Applying results (the loop)
 
     /// Applies what one attempt came to.
-    private func apply(_ result: AttemptResult) async {
+    private func apply(_ result: AttemptResult, _ group: inout TaskGroup<AttemptResult>) async {
         switch result {
         case .wakeUp:
             return
@@ -281,6 +284,13 @@ public actor Coordinator {
             } else {
                 update(job.workflow) { $0.status = .submitted; $0.runner = nil }
             }
+        case .exited(let job, let member, let exit, let released):
+            // The runner freed the slot: the next job may start there while this one's results are collected.
+            if released {
+                schedule.vacate(member.info.name)
+                vacated.insert(job.id)
+            }
+            group.addTask { .ended(job, member, await self.conclude(job, on: member, exit: exit), released: released) }
         case .ended(let job, let member, let outcome, let released):
             await finish(job, on: member, outcome, released: released)
         }
@@ -315,7 +325,7 @@ public actor Coordinator {
     private func finish(_ job: PlannedJob, on member: PoolMember, _ outcome: Outcome, released: Bool) async {
         let runner = member.runner
         running.removeValue(forKey: job.id)
-        schedule.vacate(member.info.name)
+        if vacated.remove(job.id) == nil { schedule.vacate(member.info.name) }
         let attempts = record(job.workflow)?.attempts.count ?? 0
         switch outcome {
         case .lost(let reason) where !stopRequested && attempts <= run.retries,
@@ -474,6 +484,9 @@ enum AttemptResult: Sendable {
     case busy(PlannedJob, runner: String)
     /// The runner could not be reached before the attempt began there.
     case unreachable(PlannedJob, runner: String, reason: String)
+    /// The job's commands ended with `JobExit` (its slot freed on the runner when `released`): its results are
+    /// collected next, in a child task of their own, while another job may take the slot.
+    case exited(PlannedJob, PoolMember, JobExit, released: Bool)
     /// The attempt ended (done, failed, stopped, or lost).
     case ended(PlannedJob, PoolMember, Outcome, released: Bool)
     /// Nothing: the loop only looks at waiting jobs again.

@@ -44,6 +44,7 @@ enum RunnerInventory {
                                  knownHostsFile: env["DSTACK_KNOWN_HOSTS"] ?? runner.knownHostsFile ?? defaultKnownHosts,
                                  acceptNewHostKeys: options.acceptNewHostKeys)
             ssh.identitiesOnly = runner.identitiesOnly
+            ssh.transport = SSHTransport(rawValue: runner.transport) ?? .libssh2
             ssh.proxyCommand = runner.expandedProxyCommand(home: home, localUser: localUser)
             // Jump hosts (ProxyJump): each a full host, checked against the same known_hosts unless its config names one.
             ssh.jumpHosts = runner.jumps.map { hop in

@@ -2,10 +2,11 @@ extension Inventory {
     /// The keys a hosts inventory may hold at its top level.
     public static let keys = ["defaults", "runners"]
     /// The keys `defaults:` may hold.
-    public static let defaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels", "proxy_jump"]
+    public static let defaultsKeys = ["user", "port", "identity_file", "workdir", "max_jobs", "labels", "proxy_jump",
+                                      "transport"]
     /// The keys a runner may hold.
     public static let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels",
-                                    "resources", "proxy_jump", "kind"] + slurmRunnerKeys
+                                    "resources", "proxy_jump", "transport", "kind"] + slurmRunnerKeys
 
     /// Parses and validates a hosts inventory; every problem found is reported at once, in file order, each with
     /// its location, the line and a caret.
@@ -86,6 +87,7 @@ extension Inventory {
         var defaults = InventoryDefaults(user: fields.user, port: fields.port, identityFiles: fields.identityFiles,
                                          workdir: fields.workdir, maxJobs: fields.maxJobs, labels: fields.labels)
         defaults.proxyJump = fields.proxyJump
+        defaults.transport = fields.transport
         return defaults
     }
 
@@ -139,6 +141,7 @@ extension Inventory {
                               identityFiles: fields.identityFiles, workdir: fields.workdir, maxJobs: fields.maxJobs,
                               labels: fields.labels, resources: resources)
         spec.proxyJump = fields.proxyJump
+        spec.transport = fields.transport
         spec.slurm = slurm.settings(&r)
         return spec
     }
@@ -179,6 +182,7 @@ private struct SharedFields {
     var maxJobs: Located<Int>?
     var labels: [Located<String>] = []
     var proxyJump: Located<String>?
+    var transport: Located<String>?
 
     mutating func read(_ key: String, _ value: Node, _ r: inout NodeReader) {
         switch key {
@@ -205,6 +209,12 @@ private struct SharedFields {
             }
         case "max_jobs":
             maxJobs = r.integer(value, what: "'max_jobs'", minimum: 1)
+        case "transport":
+            transport = r.nonEmptyString(value, what: "'transport'")
+            if let t = transport, !Inventory.transports.contains(t.value) {
+                r.error(value.mark, "transport '\(t.value)' is not one of \(Inventory.transports.joined(separator: ", "))\(didYouMean(t.value, Inventory.transports))")
+                transport = nil
+            }
         case "proxy_jump":
             proxyJump = r.nonEmptyString(value, what: "'proxy_jump'")
             if let jump = proxyJump, case .failure(let problem) = JumpHop.parseChain(jump.value) {

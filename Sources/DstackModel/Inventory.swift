@@ -46,6 +46,8 @@ public struct InventoryDefaults: Sendable, Hashable {
     /// Jump hosts (`proxy_jump:`, OpenSSH's ProxyJump syntax) for runners that neither set one nor get one from
     /// ~/.ssh/config.
     public var proxyJump: Located<String>?
+    /// What carries the connection (`transport:`: libssh2, openssh or auto) for runners that do not say.
+    public var transport: Located<String>?
 
     /// Creates defaults; every value is optional.
     public init(user: Located<String>? = nil, port: Located<Int>? = nil, identityFiles: [Located<String>]? = nil,
@@ -81,6 +83,8 @@ public struct RunnerSpec: Sendable, Hashable {
     public var resources: ResourceOverride?
     /// Jump hosts (`proxy_jump:`): `[user@]host[:port]`, comma-separated, or `none`.
     public var proxyJump: Located<String>?
+    /// What carries the connection (`transport:`): libssh2, openssh or auto.
+    public var transport: Located<String>?
     /// For a runner of `kind: slurm` (a cluster's login node), its Slurm settings; nil for an SSH runner.
     public var slurm: SlurmSettings?
 
@@ -150,6 +154,8 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var proxyJump: String?
     /// The jump hosts, in the order they are reached (the first directly), each resolved like a runner.
     public var jumps: [ResolvedHop] = []
+    /// What carries the connection: `libssh2` (the default), `openssh` (the system ssh client) or `auto`.
+    public var transport = "libssh2"
     /// The ProxyCommand that ~/.ssh/config sets for this host, which dstack cannot run yet.
     public var proxyCommand: String?
     /// The name of the ssh config the proxy settings came from, for messages.
@@ -198,6 +204,9 @@ public struct ResolvedRunner: Sendable, Hashable {
 extension Inventory {
     /// The private keys tried when neither the inventory nor ~/.ssh/config names any, in OpenSSH's order.
     public static let defaultIdentityFiles = ["~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa"]
+
+    /// The values `transport:` may take.
+    public static let transports = ["libssh2", "openssh", "auto"]
 
     /// The workdir of a runner when the inventory names none: `.dstack-runner` in the login directory.
     public static let defaultWorkdir = "~/.dstack-runner"
@@ -255,6 +264,7 @@ extension Inventory {
                 identityFiles: identityFiles, workdir: spec.workdir?.value ?? defaults.workdir?.value ?? Self.defaultWorkdir,
                 maxJobs: spec.maxJobs?.value ?? defaults.maxJobs?.value, labels: labels, resources: spec.resources,
                 proxyJump: chain.isEmpty ? nil : jumpText, proxyCommand: chain.isEmpty ? proxyCommand : nil)
+            runner.transport = spec.transport?.value ?? defaults.transport?.value ?? "libssh2"
             runner.jumps = chain.map { $0.resolve(home: home, localUser: localUser, lookup: lookup) }
             if let sshConfigName { runner.sshConfigName = sshConfigName }
             runner.slurm = spec.slurm

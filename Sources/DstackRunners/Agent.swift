@@ -10,9 +10,13 @@ final class Agent: @unchecked Sendable {
     private let process: RemoteProcess
     private let logger: Logger
     private let runner: String
-    /// The callers waiting for answers, oldest first (the first is the agent's "ready").
-    private var waiting: [CheckedContinuation<AgentReply, any Error>] = []
+    /// Who takes each answer, oldest first (the first is the agent's "ready").
+    private var waiting: [@Sendable (Result<AgentReply, any Error>) -> Void] = []
     private var failure: (any Error)?
+    /// Polls waiting to be sent: while one poll request is answered, the polls asked meanwhile are gathered into
+    /// the next one (one request line, one answer for all the jobs of the connection that are due).
+    private var polls: [(base: String, job: String, offset: Int64, reply: CheckedContinuation<PollReply, any Error>)] = []
+    private var pollInFlight = false
 
     private init(process: RemoteProcess, runner: String, logger: Logger) {
         self.process = process
@@ -20,9 +24,10 @@ final class Agent: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Starts an agent over `session` (its text `script`: the agent's, or another runner kind's functions and the
-    /// agent's) and waits until it is ready.
-    static func start(on session: SSHSession, runner: String, logger: Logger, script: String = RunnerScript.agent.text) async throws -> Agent {
+    /// Starts an agent over `session` (its text `script`: the agent's program, or another runner kind's functions
+    /// in front of it) and waits until it is ready.
+    static func start(on session: any RemoteSession, runner: String, logger: Logger,
+                      script: String = RunnerScript.agentProgram) async throws -> Agent {
         let agent = Agent(process: session.startProcess(script, label: "the agent shell"), runner: runner, logger: logger)
         let reader = Task { await agent.read() }
         do {
@@ -56,11 +61,59 @@ final class Agent: @unchecked Sendable {
                 continuation.resume(throwing: failure)
                 return
             }
-            waiting.append(continuation)
+            waiting.append { continuation.resume(with: $0) }
             // Written under the lock: the order of writes is the order of `waiting`.
             if let request { process.write(request.bytes) }
             lock.unlock()
         }
+    }
+
+    /// Polls `job` under the work folder `base` from log byte `offset`: its new log bytes and state. Polls asked
+    /// while another is being answered go together in the next request.
+    func poll(base: String, job: String, offset: Int64) async throws -> PollReply {
+        try await withCheckedThrowingContinuation { continuation in
+            lock.lock()
+            if let failure {
+                lock.unlock()
+                continuation.resume(throwing: failure)
+                return
+            }
+            polls.append((base, job, offset, continuation))
+            if !pollInFlight { sendPolls() }
+            lock.unlock()
+        }
+    }
+
+    /// Under the lock: sends the waiting polls of one work folder as one request.
+    private func sendPolls() {
+        guard let base = polls.first?.base else { return }
+        let batch = polls.filter { $0.base == base }
+        polls.removeAll { $0.base == base }
+        let request: AgentRequest
+        do {
+            request = try AgentRequest("poll", [base] + batch.flatMap { [$0.job, String($0.offset)] })
+        } catch {
+            for poll in batch { poll.reply.resume(throwing: error) }
+            sendPolls()
+            return
+        }
+        pollInFlight = true
+        waiting.append { [self] result in
+            switch result {
+            case .success(let reply):
+                for (i, poll) in batch.enumerated() {
+                    poll.reply.resume(returning: PollReply(status: reply.status, errorText: reply.errorText,
+                                                           state: reply.states[i], data: reply.data[i]))
+                }
+            case .failure(let error):
+                for poll in batch { poll.reply.resume(throwing: error) }
+            }
+            lock.withLock {
+                pollInFlight = false
+                if failure == nil { sendPolls() }
+            }
+        }
+        process.write(request.bytes)
     }
 
     private func read() async {
@@ -90,18 +143,31 @@ final class Agent: @unchecked Sendable {
     }
 
     private func answer(_ reply: AgentReply) {
-        let next: CheckedContinuation<AgentReply, any Error>? = lock.withLock {
+        let next: (@Sendable (Result<AgentReply, any Error>) -> Void)? = lock.withLock {
             waiting.isEmpty ? nil : waiting.removeFirst()
         }
-        next?.resume(returning: reply)
+        next?(.success(reply))
     }
 
     private func fail(_ error: any Error) {
-        let all: [CheckedContinuation<AgentReply, any Error>] = lock.withLock {
+        let (all, unsent) = lock.withLock {
             if failure == nil { failure = error }
-            defer { waiting = [] }
-            return waiting
+            defer { waiting = []; polls = [] }
+            return (waiting, polls)
         }
-        for continuation in all { continuation.resume(throwing: error) }
+        for taker in all { taker(.failure(error)) }
+        for poll in unsent { poll.reply.resume(throwing: error) }
     }
+}
+
+/// One job's part of a poll's answer.
+struct PollReply: Sendable {
+    /// How the poll request ended.
+    var status: AgentStatus
+    /// Why it failed, when it did.
+    var errorText: String
+    /// The job's state (nil when the agent did not say).
+    var state: PollState?
+    /// Its new log bytes.
+    var data: Data?
 }

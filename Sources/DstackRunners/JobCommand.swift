@@ -1,10 +1,9 @@
 import DstackModel
 
-/// The `run.sh` of a job: what the launch wrapper runs, with `$1` the job directory and `$2` the working
-/// directory inside `repo/`.
+/// The `run.sh` of a job that runs in a container: what the launch wrapper runs instead of `commands.sh`, with `$1`
+/// the job directory and `$2` the working directory inside `repo/`. A job on the host has none: the wrapper runs
+/// `sh -e commands.sh` itself (one process less per job).
 enum JobCommand {
-    /// Runs the commands on the host.
-    static let host = "exec /bin/sh -e \"$1/commands.sh\"\n"
 
     /// Runs the commands in a container: the job's `repo/` mounted and used as working directory, the job's
     /// environment passed by name (values never enter the command line), the held GPUs passed through, the
@@ -30,9 +29,9 @@ enum JobCommand {
         return "printf '%s %s\\n' \(shellQuote(engine)) \(shellQuote(name)) > \"$1/container\"\n" + line + "\n"
     }
 
-    /// The `run.sh` for `job` on a runner whose container engine is `engine`.
-    static func script(for job: JobLaunch, engine: String?, gpusFromEnvironment: Bool = false) throws -> String {
-        guard let image = job.image, !image.isEmpty else { return host }
+    /// The `run.sh` for `job` on a runner whose container engine is `engine`; nil for a job that runs on the host.
+    static func script(for job: JobLaunch, engine: String?, gpusFromEnvironment: Bool = false) throws -> String? {
+        guard let image = job.image, !image.isEmpty else { return nil }
         guard let engine else {
             throw RunnerError.job(jobId: job.jobId, reason: "its workflow has 'image: \(image)' but the runner has no container engine (docker or podman)")
         }

@@ -6,8 +6,9 @@ import Darwin
 #endif
 
 /// The slot and GPU locks of a runner's work directory, taken in this process for the local runner: the same
-/// folders, owner files and rules as `dstack_acquire` in `Scripts/agent.sh` (atomic `mkdir`, a `held-JOB` file,
-/// reclaim through a tombstone rename), without a shell per job.
+/// files and rules as `dstack_acquire` in `Scripts/agent.sh` (a lock file made by an exclusive create, holding
+/// `JOB OWNER`; a job's locks are those naming it; reclaim through a tombstone rename, only when too few locks are
+/// free; an older dstack's lock folders with an `owner` file inside read alike), without a shell per job.
 struct LocalLocks {
     /// The runner's work directory.
     let base: String
@@ -21,7 +22,7 @@ struct LocalLocks {
     }()
 
     /// Serialises this process's own lock changes (jobs start and end on many threads at once); other processes
-    /// are kept apart by the atomic `mkdir` and rename, as on SSH runners.
+    /// are kept apart by the exclusive create and rename, as on SSH runners.
     private static let inProcess = NSLock()
 
     /// Takes a slot and `need` of `gpus` for `job`; nil when not enough is free now (nothing kept then).
@@ -33,30 +34,41 @@ struct LocalLocks {
         if mkdir(locks, 0o755) != 0 && errno != EEXIST {
             try FileManager.default.createDirectory(atPath: locks, withIntermediateDirectories: true)
         }
-        if let held = read(locks + "/held-" + job) {
-            var slot = 0
-            var got: [Int] = []
-            for name in held.split(separator: " ") {
-                if name.hasPrefix("slot-") { slot = Int(name.dropFirst(5)) ?? 0 }
-                if name.hasPrefix("gpu-"), let g = Int(name.dropFirst(4)) { got.append(g) }
-            }
-            return SlotGrant(slot: slot, gpus: got)
-        }
+        // The locks naming the job are its own (no record of them is kept: a file less per job).
+        let held = heldLocks(job)
+        if let slot = held.slot { return SlotGrant(slot: slot, gpus: held.gpus) }
+        if !held.gpus.isEmpty { releaseLocked(job: job) }  // GPUs without a slot (it was reclaimed): afresh
+        // Free locks first; the locks of jobs that are over only when too few are free.
+        if let grant = take(job: job, slots: slots, gpus: gpus, need: need, owner: owner) { return grant }
         reclaim()
-        var held: [String] = []
+        return take(job: job, slots: slots, gpus: gpus, need: need, owner: owner)
+    }
+
+    /// A slot and `need` of `gpus`, all or nothing.
+    private func take(job: String, slots: Int, gpus: [Int], need: Int, owner: String) -> SlotGrant? {
         guard let slot = (0..<max(1, slots)).first(where: { take("slot-\($0)", job: job, owner: owner) }) else { return nil }
-        held.append("slot-\(slot)")
         var got: [Int] = []
         for g in gpus where got.count < need && take("gpu-\(g)", job: job, owner: owner) {
             got.append(g)
-            held.append("gpu-\(g)")
         }
         if got.count < need {
-            for name in held { try? FileManager.default.removeItem(atPath: locks + "/" + name) }
+            Self.remove(locks + "/slot-\(slot)")
+            for g in got { Self.remove(locks + "/gpu-\(g)") }
             return nil
         }
-        try Self.writeFile(held.joined(separator: " ") + "\n", to: locks + "/held-" + job)
         return SlotGrant(slot: slot, gpus: got)
+    }
+
+    /// The slot and GPUs whose locks name `job`.
+    private func heldLocks(_ job: String) -> (slot: Int?, gpus: [Int]) {
+        var slot: Int?
+        var gpus: [Int] = []
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: locks)) ?? []
+            where (name.hasPrefix("slot-") || name.hasPrefix("gpu-")) && holder(of: locks + "/" + name) == job {
+            if name.hasPrefix("slot-") { slot = Int(name.dropFirst(5)) }
+            if name.hasPrefix("gpu-"), let g = Int(name.dropFirst(4)) { gpus.append(g) }
+        }
+        return (slot, gpus.sorted())
     }
 
     /// Releases what `acquire` took for `job`, only the locks that are still its own.
@@ -65,21 +77,47 @@ struct LocalLocks {
     }
 
     private func releaseLocked(job: String) {
-        guard let held = read(locks + "/held-" + job) else { return }
-        for name in held.split(separator: " ") {
-            let lock = locks + "/" + name
-            if read(lock + "/owner")?.split(separator: " ").first.map(String.init) == job {
-                try? FileManager.default.removeItem(atPath: lock)
-            }
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: locks)) ?? []
+            where (name.hasPrefix("slot-") || name.hasPrefix("gpu-")) && holder(of: locks + "/" + name) == job {
+            Self.remove(locks + "/" + name)
         }
-        unlink(locks + "/held-" + job)
+        unlink(locks + "/held-" + job)  // an older dstack's record of them
     }
 
     private func take(_ name: String, job: String, owner: String) -> Bool {
-        let lock = locks + "/" + name
-        guard mkdir(lock, 0o755) == 0 else { return false }
-        try? Self.writeFile("\(job) \(owner)\n", to: lock + "/owner")
+        let fd = open(locks + "/" + name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        let line = Array("\(job) \(owner)\n".utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) }
         return true
+    }
+
+    /// The job holding `lock` (a lock file, or an older dstack's lock folder with its `owner` file).
+    private func holder(of lock: String) -> String? {
+        var text = Self.readLine(lock)
+        if text == nil, errno == EISDIR { text = Self.readLine(lock + "/owner") }
+        return text?.split(separator: " ").first.map(String.init)
+    }
+
+    /// The first bytes of a small file, with plain system calls (nil when it cannot be read; errno says why).
+    private static func readLine(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 512)
+        #if canImport(Glibc)
+        let n = Glibc.read(fd, &buffer, buffer.count)
+        #else
+        let n = Darwin.read(fd, &buffer, buffer.count)
+        #endif
+        guard n >= 0 else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Removes a lock file (or an older dstack's lock folder).
+    private static func remove(_ path: String) {
+        if unlink(path) != 0, errno == EISDIR || errno == EPERM { try? FileManager.default.removeItem(atPath: path) }
     }
 
     /// Removes locks whose job is over (it wrote its exit code, its process is gone, or it never got a folder in
@@ -88,17 +126,17 @@ struct LocalLocks {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: locks) else { return }
         for name in names where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
             let lock = locks + "/" + name
-            guard let holder = read(lock + "/owner")?.split(separator: " ").first.map(String.init) else {
-                // No owner a minute after it was made: its taker died between the mkdir and writing the owner.
+            guard let taker = holder(of: lock), !taker.isEmpty else {
+                // No owner a minute after it was made: its taker died between making it and writing the owner.
                 if let info = try? FileManager.default.attributesOfItem(atPath: lock),
                    let made = info[.modificationDate] as? Date, Date().timeIntervalSince(made) > 60 {
-                    try? FileManager.default.removeItem(atPath: lock)
+                    Self.remove(lock)
                 }
                 continue
             }
-            let job = base + "/jobs/" + holder
+            let job = base + "/jobs/" + taker
             var over = false
-            if access(job + "/exit", F_OK) == 0 {
+            if access(job + "/exit", F_OK) == 0 {  // written, or being written by a wrapper about to end
                 over = true
             } else if let pid = Self.readPid(job) {
                 over = !pid.alive
@@ -109,10 +147,10 @@ struct LocalLocks {
             guard over else { continue }
             let tomb = locks + "/.reclaim-\(getpid())-" + name
             guard rename(lock, tomb) == 0 else { continue }
-            if read(tomb + "/owner")?.split(separator: " ").first.map(String.init) == holder {
-                try? FileManager.default.removeItem(atPath: tomb)
+            if holder(of: tomb) == taker {
+                Self.remove(tomb)
             } else if rename(tomb, lock) != 0 {
-                try? FileManager.default.removeItem(atPath: tomb)
+                Self.remove(tomb)
             }
         }
     }

@@ -53,7 +53,10 @@ public struct LocalRunner: Runner {
         let locks = baseDirectory.appendingPathComponent("locks")
         for name in ((try? FileManager.default.contentsOfDirectory(atPath: locks.path)) ?? []).sorted()
             where name.hasPrefix("slot-") || name.hasPrefix("gpu-") {
-            let owner = (try? String(contentsOf: locks.appendingPathComponent(name).appendingPathComponent("owner"), encoding: .utf8)) ?? ""
+            // A lock file holds `JOB OWNER`; an older dstack's lock folder, an `owner` file.
+            let lock = locks.appendingPathComponent(name)
+            let owner = (try? String(contentsOf: lock, encoding: .utf8))
+                ?? (try? String(contentsOf: lock.appendingPathComponent("owner"), encoding: .utf8)) ?? ""
             info.locks.append("\(name) \(owner.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
         return info
@@ -212,14 +215,20 @@ public struct LocalRunner: Runner {
     func launch(_ job: JobLaunch, engine: String?, attempt: Int) throws {
         let dir = jobDirectory(job.jobId)
         try LocalLocks.writeFile(job.script, to: dir.path + "/commands.sh")
-        try LocalLocks.writeFile(RunnerScript.wrapper.text, to: dir.path + "/wrapper.sh")
-        try LocalLocks.writeFile(JobCommand.script(for: job, engine: engine), to: dir.path + "/run.sh")
+        let wrapper = baseDirectory.appendingPathComponent(RunnerScript.wrapperFileName).path
+        if access(wrapper, F_OK) != 0 {
+            // Written once per work folder (under a name holding a hash of its text), whole before it is used.
+            let partial = wrapper + ".\(getpid())"
+            try LocalLocks.writeFile(RunnerScript.wrapper.text, to: partial)
+            rename(partial, wrapper)
+        }
+        if let run = try JobCommand.script(for: job, engine: engine) { try LocalLocks.writeFile(run, to: dir.path + "/run.sh") }
         try LocalLocks.writeFile("", to: dir.path + "/log")
         try SecretsFile.write(job.secretValues, into: dir)  // 0600, sourced and removed by wrapper.sh
         var environment = InheritedEnvironment.forJobs(ProcessInfo.processInfo.environment)  // issue 16: no credentials
         for (key, value) in job.environment { environment[key] = value }
         // Paths travel as arguments, never inside the script text; values through the environment.
-        _ = try Subprocess.spawnDetached(["/bin/sh", dir.appendingPathComponent("wrapper.sh").path, dir.path, job.workingDir,
+        _ = try Subprocess.spawnDetached(["/bin/sh", wrapper, dir.path, job.workingDir,
                                           baseDirectory.path, LocalLocks.bootID, String(attempt)], environment: environment)
     }
 
@@ -233,7 +242,7 @@ public struct LocalRunner: Runner {
         var delay: UInt64 = 1_000_000
         var polls = 0
         while true {
-            let exited = access(exitPath, F_OK) == 0
+            let exited = Self.exitCode(exitPath) != nil
             let chunk = readFrom(logPath, offset: position)
             if !chunk.isEmpty {
                 position += Int64(chunk.count)
@@ -243,8 +252,9 @@ public struct LocalRunner: Runner {
             }
             if exited { return parseExit(dir, exitPath) }
             if let pid = LocalLocks.readPid(dir.path), !pid.alive {
-                // The wrapper may have written `exit` between the two checks.
-                if access(exitPath, F_OK) == 0 { continue }
+                // The wrapper may have written `exit` between the two checks (a file it began but never finished
+                // writing, killed in between, is no exit status).
+                if Self.exitCode(exitPath) != nil { continue }
                 return nil
             }
             try await Task.sleep(nanoseconds: delay)
@@ -278,18 +288,34 @@ public struct LocalRunner: Runner {
 
     private func parseExit(_ dir: URL, _ path: String) -> JobExit {
         var status: Int32 = 0
-        // The wrapper exits right after writing `exit`; reap it (if it is our child) so no zombie is left.
-        if let pid = LocalLocks.readPid(dir.path)?.pid {
-            for _ in 0..<200 {
-                let reaped = waitpid(pid, &status, WNOHANG)
-                if reaped == pid || reaped < 0 { break }
-                usleep(5_000)
+        // The wrapper exits right after writing `exit`; reap it (if it is our child) so no zombie is left: now if
+        // it is gone already, else on the reaper's own thread (a blocking wait never runs on the tasks' threads,
+        // and the next job need not wait for it).
+        if let pid = LocalLocks.readPid(dir.path)?.pid, waitpid(pid, &status, WNOHANG) == 0 {
+            Self.reaper.async {
+                var status: Int32 = 0
+                _ = waitpid(pid, &status, 0)
             }
         }
-        let text = (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        let text = Self.exitCode(path) ?? ""
         guard let code = Int32(text) else { return JobExit(code: nil, reason: "unreadable exit status '\(text)'") }
         if code > 128, code < 160 { return JobExit(code: code, signal: code - 128) }
         return JobExit(code: code)
+    }
+
+    /// Where wrappers that wrote their exit code but have not ended yet are waited for.
+    private static let reaper = DispatchQueue(label: "dstack.local-runner.reaper")
+
+    /// The text of the job's `exit` file once it holds a whole line (the wrapper writes it in place, so an empty or
+    /// partial file is not written yet); nil before.
+    static func exitCode(_ path: String) -> String? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 64)
+        let n = read(fd, &buffer, buffer.count)
+        guard n > 0, buffer[n - 1] == UInt8(ascii: "\n") else { return nil }
+        return String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     private func readFrom(_ path: String, offset: Int64) -> Data {

@@ -36,6 +36,10 @@ public actor MemoryRunner: Runner {
     public private(set) var removed: [String] = []
     private var waitingForStop: [String: CheckedContinuation<Void, Never>] = [:]
     private var stopped: Set<String> = []
+    /// Jobs whose artifacts are being collected now.
+    public private(set) var collecting: Set<String> = []
+    private var closedArtifacts: Set<String> = []
+    private var artifactWaiters: [String: CheckedContinuation<Void, Never>] = [:]
 
     /// Creates a runner named `name` with `slots` slots whose jobs behave as `behaviors` says.
     public init(name: String, slots: Int = 4, gpus: Int = 0, behaviors: [String: [Behavior]] = [:]) {
@@ -105,8 +109,30 @@ public actor MemoryRunner: Runner {
         emit(.released)
     }
 
+    /// Makes the collection of `jobId`'s artifacts wait until `openArtifacts(of:)` (to see what happens meanwhile).
+    public func closeArtifacts(of jobId: String) {
+        closedArtifacts.insert(jobId)
+    }
+
+    /// Lets the collection of `jobId`'s artifacts go on.
+    public func openArtifacts(of jobId: String) {
+        closedArtifacts.remove(jobId)
+        artifactWaiters.removeValue(forKey: jobId)?.resume()
+    }
+
+    private func collect(_ jobId: String) async {
+        collecting.insert(jobId)
+        if closedArtifacts.contains(jobId) { await withCheckedContinuation { artifactWaiters[jobId] = $0 } }
+    }
+
+    private func collected(_ jobId: String) {
+        collecting.remove(jobId)
+    }
+
     public nonisolated func withArtifacts<T: Sendable>(jobId: String, paths: [String],
                                                        _ body: (URL) async throws -> T) async throws -> T {
+        await collect(jobId)
+        defer { Task { await self.collected(jobId) } }
         let folder = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-memory-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: folder) }

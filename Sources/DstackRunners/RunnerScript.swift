@@ -1,3 +1,4 @@
+import DstackModel
 import Foundation
 
 /// The shell scripts that run on runners: one `.sh` file each in `Scripts/` (so they can be read, linted and
@@ -23,6 +24,22 @@ public enum RunnerScript: String, CaseIterable, Sendable {
     case slurm
     /// The batch script of a job on a Slurm runner: the wrapper, in the foreground.
     case slurmBatch = "slurm-batch"
+
+    /// What is sent to start an agent: `agent.sh` with the text of `wrapper.sh` in `dstack_wrapper`, and the name of
+    /// the file it is kept in (`wrapperFileName`), in front of it.
+    public static let agentProgram: String = "dstack_wrapper=" + shellQuote(RunnerScript.wrapper.text)
+        + " dstack_wrapper_name=" + wrapperFileName + "\n" + RunnerScript.agent.text
+
+    /// The file a runner's work folder keeps the wrapper in: `wrapper-HASH.sh`, HASH from its text (FNV-1a, 64
+    /// bits), so a job's wrapper is one file written once per work folder, never rewritten while a job reads it.
+    public static let wrapperFileName: String = {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in RunnerScript.wrapper.text.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return "wrapper-" + String(hash, radix: 16) + ".sh"
+    }()
 
     /// The file's name in `Scripts/`.
     public var fileName: String { rawValue + ".sh" }

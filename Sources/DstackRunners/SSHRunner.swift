@@ -50,7 +50,7 @@ public final class SSHRunner: Runner, Sendable {
 
     /// Creates a runner; nothing is connected until it is used.
     public convenience init(_ config: SSHRunnerConfig, logger: Logger = Logger(label: "dstack.runner")) {
-        self.init(config, logger: logger, agentScript: RunnerScript.agent.text)
+        self.init(config, logger: logger, agentScript: RunnerScript.agentProgram)
     }
 
     /// Creates a runner whose agent shell runs `agentScript` (a Slurm runner's functions, then the agent's).
@@ -85,6 +85,16 @@ public final class SSHRunner: Runner, Sendable {
         let request = try AgentRequest(function, arguments, payload: payload)
         do {
             return try await connection.agent(runner: name).send(request)
+        } catch let error as SSHError {
+            throw RunnerError.unavailable(runner: name, reason: "\(error)")
+        }
+    }
+
+    /// Polls a job through the runner's agent (gathered with the other jobs' polls there); connection failures
+    /// become `RunnerError.unavailable`.
+    func pollAgent(_ jobId: String, from offset: Int64) async throws -> PollReply {
+        do {
+            return try await connection.agent(runner: name).poll(base: workdir, job: jobId, offset: offset)
         } catch let error as SSHError {
             throw RunnerError.unavailable(runner: name, reason: "\(error)")
         }
@@ -411,19 +421,21 @@ public final class SSHRunner: Runner, Sendable {
                     }
                     guard launched else { throw Refused(error: .job(jobId: job.jobId, reason: "the runner \(name) did not launch it: \(reply.errorText)")) }
                     emit(.launched)
+                    // A job launched this instant has not written anything yet: a poll now would only say so.
+                    try await Task.sleep(for: .milliseconds(5))
                 }
-                let poll = try await agent("poll", [workdir, job.jobId, String(offset)])
+                let poll = try await pollAgent(job.jobId, from: offset)
                 if unreachableSince != nil {
                     unreachableSince = nil
                     emit(.notice("reconnected to \(name)"))
                 }
                 guard poll.status == .ok else { throw Refused(error: .unavailable(runner: name, reason: "following the job failed (\(poll.status)): \(poll.errorText)")) }
-                if let data = poll.data[0], !data.isEmpty {
+                if let data = poll.data, !data.isEmpty {
                     offset += Int64(data.count)
                     emit(.log(data))
                     nap = .milliseconds(20)
                 }
-                switch poll.states[0] ?? .running {
+                switch poll.state ?? .running {
                 case .running:
                     try await Task.sleep(for: nap)
                     nap = min(nap * 2, .milliseconds(200))
@@ -470,22 +482,28 @@ public final class SSHRunner: Runner, Sendable {
         }
         // A container needs its GPUs on its command line: the ones granted, which env.sh exports.
         let run = try JobCommand.script(for: job, engine: request.engine, gpusFromEnvironment: job.image != nil && request.gpuCount > 0)
+        // Evaluated by the agent in the job's folder, line by line in its own shell: printf is a builtin (no process
+        // per file) and each text is one single-quoted word (data, never code); a line that fails returns 2.
+        var files = [("commands.sh", job.script, false), ("env.sh", env, true)]
+        if let run { files.append(("run.sh", run, false)) }
+        // Secrets: created 0600, read and removed by the wrapper before any command runs.
+        if !job.secretValues.isEmpty { files.append((SecretsFile.name, SecretsFile.text(job.secretValues), true)) }
         var payload = ""
-        for (file, text) in [("commands.sh", job.script), ("env.sh", env), ("run.sh", run), ("wrapper.sh", RunnerScript.wrapper.text)] {
-            // printf is a builtin: no process per file. The text is one single-quoted word: data, never code.
-            let write = "printf '%s' \(shellQuote(text)) > \(file)"
-            // env.sh holds the job's environment values: readable by the runner's user only.
-            payload += (file == "env.sh" ? "(umask 077 && \(write))" : write) + " || exit 2\n"
+        for (file, text, secret) in files {
+            // env.sh and secrets.env hold the job's values: readable by the runner's user only.
+            if secret { payload += "umask 077\n" }
+            payload += "printf '%s' \(shellQuote(text)) > \(file) || return 2\n"
+            if secret { payload += "umask 022\n" }
         }
-        if !job.secretValues.isEmpty {
-            // Created 0600 (umask in a subshell), read and removed by the wrapper before any command runs.
-            payload += "(umask 077 && printf '%s' \(shellQuote(SecretsFile.text(job.secretValues))) > \(SecretsFile.name)) || exit 2\n"
+        guard !payload.utf8.contains(0) else {
+            throw RunnerError.job(jobId: job.jobId, reason: "its commands or environment hold a NUL byte, which a shell cannot carry")
         }
         let cleanup = request.cleanup.filter(Self.isPlainName).joined(separator: " ")
         let data = Data(payload.utf8)
         let arguments = [workdir, job.jobId, String(request.attempt), String(request.slots),
                          request.gpus.map(String.init).joined(separator: " "), String(request.gpuCount), request.owner,
-                         request.snapshot.id, job.workingDir, request.exportGPUs ? "1" : "0", cleanup, String(data.count)]
+                         request.snapshot.id, job.workingDir, request.exportGPUs ? "1" : "0", cleanup,
+                         String(data.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) })]
         return (arguments, data)
     }
 
@@ -564,10 +582,10 @@ actor SSHConnection {
     let options: SSHOptions
     let logger: Logger
     let agentScript: String
-    var current: SSHSession?
+    var current: (any RemoteSession)?
     var currentAgent: Agent?
 
-    init(options: SSHOptions, logger: Logger, agentScript: String = RunnerScript.agent.text) {
+    init(options: SSHOptions, logger: Logger, agentScript: String = RunnerScript.agentProgram) {
         self.options = options
         self.logger = logger
         self.agentScript = agentScript
@@ -575,17 +593,17 @@ actor SSHConnection {
 
     /// A connection being opened: callers that come meanwhile (the actor is reentrant at every await) wait for
     /// it rather than open one each.
-    var connecting: Task<SSHSession, any Error>?
+    var connecting: Task<any RemoteSession, any Error>?
     var startingAgent: Task<Agent, any Error>?
 
-    func session() async throws -> SSHSession {
+    func session() async throws -> any RemoteSession {
         if let current, current.isConnected { return current }
         if let connecting { return try await connecting.value }
         if let current { await current.close() }
         current = nil
         let (options, logger) = (self.options, self.logger)
         let task = Task {
-            try await SSHSession.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
+            try await RemoteSessions.connect(options, retrying: RetryPolicy(attempts: 3, initialDelay: .milliseconds(300), maxDelay: .seconds(3)), logger: logger)
         }
         connecting = task
         defer { connecting = nil }

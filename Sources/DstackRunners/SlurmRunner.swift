@@ -25,7 +25,7 @@ public final class SlurmRunner: Runner, Sendable {
     public init(_ config: SSHRunnerConfig, settings: SlurmSettings, logger: Logger = Logger(label: "dstack.runner")) {
         self.name = config.name
         self.settings = settings
-        let login = SSHRunner(config, logger: logger, agentScript: RunnerScript.slurm.text + "\n" + RunnerScript.agent.text)
+        let login = SSHRunner(config, logger: logger, agentScript: RunnerScript.slurm.text + "\n" + RunnerScript.agentProgram)
         self.login = login
         self.poller = SlurmPoller(workdir: login.workdir) { arguments in try await login.agent("slurm_poll", arguments) }
     }
@@ -109,7 +109,7 @@ public final class SlurmRunner: Runner, Sendable {
     }
 
     /// The agent's `slurm_submit` request of an attempt: its arguments (the sbatch options last, each one word)
-    /// and the payload that writes the job's files.
+    /// and the payload that writes the job's files (the SSH runner's, and `batch.sh`).
     func submitRequest(_ request: JobStart) throws -> (arguments: [String], payload: Data) {
         var job = request.launch
         // No slots nor GPU locks of dstack's: Slurm allocates, and sets CUDA_VISIBLE_DEVICES where it has devices
@@ -119,7 +119,7 @@ public final class SlurmRunner: Runner, Sendable {
                              gpus: [], gpuCount: request.gpuCount, slots: 1, owner: request.owner, exportGPUs: false,
                              engine: request.engine, dependencies: request.dependencies, cleanup: request.cleanup)
         var payload = try login.startRequest(plain).payload
-        payload.append(Data("printf '%s' \(shellQuote(RunnerScript.slurmBatch.text)) > batch.sh || exit 2\n".utf8))
+        payload.append(Data("printf '%s' \(shellQuote(RunnerScript.slurmBatch.text)) > batch.sh || return 2\n".utf8))
         var slurm = job.slurm ?? SlurmRequest(resources: Resources())
         if let wanted = slurm.resources.gpuName {
             // The cluster's spelling of the GPU type the workflow names (`A100` → `a100`), as the probe matched it.
@@ -128,8 +128,10 @@ public final class SlurmRunner: Runner, Sendable {
         }
         let options = SbatchOptions.arguments(for: slurm, settings: settings, jobName: "dstack-" + job.jobId)
         let cleanup = request.cleanup.filter(SSHRunner.isPlainName).joined(separator: " ")
+        // The agent reads the payload as this many lines (a quoted text's own newlines count).
+        let lines = payload.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
         let arguments = [workdir, job.jobId, String(request.attempt), request.snapshot.id, job.workingDir, cleanup,
-                         String(payload.count)] + options
+                         String(lines)] + options
         return (arguments, payload)
     }
 

@@ -13,7 +13,7 @@ final class ProxyCommandProcess: Sendable {
     let command: String
     /// The session's end of the socket pair.
     let socket: Int32
-    private let process: Process
+    private let process: ChildProcess
     private let errorFile: URL
 
     /// Starts `command`; the caller owns `socket` from then on.
@@ -30,20 +30,17 @@ final class ProxyCommandProcess: Sendable {
             throw .localIO(path: errorFile.path, reason: "cannot create a temporary file")
         }
         defer { try? errorHandle.close() }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", "exec " + command]
-        let childEnd = FileHandle(fileDescriptor: pair.remote, closeOnDealloc: false)
-        process.standardInput = childEnd
-        process.standardOutput = childEnd
-        process.standardError = errorHandle
+        // posix_spawn, not Foundation's Process: ssh -W (the usual ProxyCommand) closes the descriptor that
+        // Process watches, which stalls every other Process of dstack (see ChildProcess).
+        let process: ChildProcess
         do {
-            try process.run()
+            process = try ChildProcess(path: "/bin/sh", arguments: ["-c", "exec " + command], stdin: pair.remote,
+                                       stdout: pair.remote, stderr: errorHandle.fileDescriptor)
         } catch {
             closeDescriptor(pair.local)
             closeDescriptor(pair.remote)
             try? FileManager.default.removeItem(at: errorFile)
-            throw .localIO(path: "/bin/sh", reason: "cannot start the ProxyCommand '\(command)': \(error.localizedDescription)")
+            throw .localIO(path: "/bin/sh", reason: "cannot start the ProxyCommand '\(command)': \(error)")
         }
         closeDescriptor(pair.remote)
         self.process = process
@@ -54,15 +51,15 @@ final class ProxyCommandProcess: Sendable {
     /// exit first, so that a failing command's last words are in.
     func standardError(grace: Duration = .zero) -> String {
         let deadline = ContinuousClock.now + grace
-        while process.isRunning && ContinuousClock.now < deadline { usleep(10_000) }
+        while !process.hasExited && ContinuousClock.now < deadline { usleep(10_000) }
         let data = (try? Data(contentsOf: errorFile)) ?? Data()
         return String(decoding: data.suffix(4096), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// Stops the command (SIGKILL: Foundation's children inherit a mask that blocks SIGTERM) and removes its file.
-    func stop() {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+    func stop() async {
+        process.kill()
+        _ = await process.wait()
         try? FileManager.default.removeItem(at: errorFile)
     }
 }

@@ -80,9 +80,7 @@ struct SSHConnector {
               let server = Negotiation.serverAlgorithms(host: options.host, port: options.port, timeout: remaining),
               let what = offered.mismatch(with: server, clientName: "libssh2 \(Negotiation.libraryVersion) (linked)") else { return nil }
         logger.error("ssh \(options.hostKeyName): \(what)")
-        let hint = "allow one of libssh2's in the server's sshd_config (KexAlgorithms, HostKeyAlgorithms, Ciphers, MACs), "
-            + "or link a newer libssh2 (1.11 adds aes128/256-gcm and the -etm MACs); dstack uses whatever the linked library offers"
-        return .negotiationFailed(host: options.host, port: options.port, what: what, hint: hint)
+        return .negotiationFailed(host: options.host, port: options.port, what: what, hint: Negotiation.hint)
     }
 
     private func setTimeout(_ session: OpaquePointer, _ deadline: ContinuousClock.Instant) throws(SSHError) {

@@ -43,6 +43,8 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
     case remoteFile(path: String, reason: String)
     /// A local file or process operation failed.
     case localIO(path: String, reason: String)
+    /// The system `ssh` client (transport: openssh) could not connect; `stderr` is what it said.
+    case opensshFailed(target: String, stderr: String, transient: Bool)
 
     /// The message shown to the user: lowercase, naming what failed and what to do next.
     public var description: String {
@@ -94,6 +96,10 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
             return "remote file \(path): \(reason)"
         case let .localIO(path, reason):
             return "\(path): \(reason)"
+        case let .opensshFailed(target, stderr, _):
+            let hostKey = stderr.contains("Host key verification failed") || stderr.contains("host key is known")
+            return "the system ssh client (transport: openssh) could not connect to \(target): \(stderr.isEmpty ? "it exited without saying why" : stderr)"
+                + (hostKey ? "; dstack checks host keys strictly against its known_hosts: check the server's fingerprint, then run again with --accept-new-host-keys" : "")
         }
     }
 
@@ -102,6 +108,7 @@ public enum SSHError: Error, CustomStringConvertible, Sendable, Equatable {
         switch self {
         case .connectFailed, .connectTimedOut, .connectionLost, .timedOut: return true
         case .handshakeFailed: return true
+        case let .opensshFailed(_, _, transient): return transient
         case let .jumpHostFailed(_, _, error): return error.isTransient
         case let .proxyCommandFailed(_, _, _, error): return error.isTransient
         default: return false

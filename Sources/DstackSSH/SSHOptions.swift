@@ -39,6 +39,8 @@ public struct SSHOptions: Sendable {
     public var keepaliveInterval: Duration
     /// The most channels (execs, transfers) open at once; more wait their turn (sshd's MaxSessions is 10).
     public var maxChannels: Int
+    /// What carries the connection: libssh2, the system `ssh` client, or libssh2 with `ssh` as the fallback.
+    public var transport: SSHTransport = .libssh2
 
     /// Options with the usual defaults: the agent from `$SSH_AUTH_SOCK`, ~/.ssh keys that exist, ~/.ssh/known_hosts.
     public init(

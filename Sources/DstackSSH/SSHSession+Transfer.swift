@@ -31,7 +31,10 @@ extension SSHSession {
                 completion: completion)
         }
     }
+}
 
+// Built on exec alone, so they work over every transport (libssh2 channels or `ssh` children).
+extension RemoteSession {
     /// Copies the remote file `remotePath` to `localPath` by streaming `cat` on the server straight into the local
     /// file: no SFTP request framing, no local helper process, one copy of each byte after decryption. The file is
     /// written under a temporary name beside `localPath`, given `mode`, then renamed into place, so it appears whole

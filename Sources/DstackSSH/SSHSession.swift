@@ -11,7 +11,8 @@ public final class SSHSession: Sendable {
     /// The server's host key fingerprint, `SHA256:` and unpadded base64, as OpenSSH prints it.
     public let hostKeyFingerprint: String
     let loop: SSHEventLoop
-    let logger: Logger
+    /// Where the connection's debug messages go.
+    public let logger: Logger
     private let closed: LockedFlag
     /// The jump host connection this one is carried by, released when this one closes.
     private let jumpLease: JumpLease?
@@ -33,7 +34,7 @@ public final class SSHSession: Sendable {
         if !closed.set() {
             loop.shutdownDetached()
             if let jumpLease { Task { await jumpLease.release() } }
-            if let proxy { Task.detached { proxy.stop() } }
+            if let proxy { Task.detached { await proxy.stop() } }
         }
     }
 
@@ -52,7 +53,7 @@ public final class SSHSession: Sendable {
                 return session
             } catch let error as SSHError {
                 let said = proxy.standardError(grace: .milliseconds(300))
-                proxy.stop()
+                await proxy.stop()
                 throw SSHError.proxyCommandFailed(command: command, target: options.hostKeyName, stderr: said, error: error)
             }
         }
@@ -64,6 +65,11 @@ public final class SSHSession: Sendable {
         } catch let error as SSHError {
             // The jump host's own connection failing is its failure, not the runner's.
             let jumpFailure = lease.session.failure
+            if jumpFailure == nil, case .handshakeFailed = error,
+               let named = await explainNegotiation(through: lease.session, options, logger: logger) {
+                await lease.release()
+                throw named
+            }
             await lease.release()
             if let jumpFailure {
                 throw SSHError.jumpHostFailed(jump: lease.name, target: options.hostKeyName, error: jumpFailure)
@@ -131,7 +137,7 @@ public final class SSHSession: Sendable {
         guard !closed.set() else { return }
         await loop.shutdown()
         await jumpLease?.release()
-        if let proxy { await Task.detached { proxy.stop() }.value }
+        if let proxy { await proxy.stop() }
     }
 
     /// The names of the jump hosts this connection goes through, in order (empty for a direct one).

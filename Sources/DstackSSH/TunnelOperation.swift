@@ -22,8 +22,15 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
     private var local: Int32
     /// The session's end, handed to the caller; closed here if the caller is never answered with it.
     private var remote: Int32
-    private var toLocal: [UInt8] = []
-    private var toChannel: [UInt8] = []
+    /// Bytes read from the channel and not yet sent to the local socket: `toLocal[localStart..<localEnd]`; and
+    /// the other way. Fixed buffers, so that moving a large artifact allocates and shifts nothing per read.
+    private let toLocal = UnsafeMutableRawBufferPointer.allocate(byteCount: TunnelOperation.bufferSize, alignment: 16)
+    private var localStart = 0
+    private var localEnd = 0
+    private let toChannel = UnsafeMutableRawBufferPointer.allocate(byteCount: TunnelOperation.bufferSize, alignment: 16)
+    private var channelStart = 0
+    private var channelEnd = 0
+    static let bufferSize = 256 * 1024
     private var channelEOF = false
     private var localEOF = false
     private var sentEOF = false
@@ -62,6 +69,8 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
     }
 
     deinit {
+        toLocal.deallocate()
+        toChannel.deallocate()
         if local >= 0 { close(local) }
         if remote >= 0 { close(remote) }
     }
@@ -70,8 +79,8 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
     var pollRequest: (fd: Int32, events: Int16)? {
         guard local >= 0, channel != nil else { return nil }
         var events: Int16 = 0
-        if toChannel.isEmpty && !localEOF { events |= Int16(POLLIN) }
-        if !toLocal.isEmpty { events |= Int16(POLLOUT) }
+        if channelStart == channelEnd && !localEOF { events |= Int16(POLLIN) }
+        if localStart != localEnd { events |= Int16(POLLOUT) }
         return events == 0 ? nil : (local, events)
     }
 
@@ -103,11 +112,11 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
         guard let channel else { return .blocked }
         // Jump host → session behind it.
         while true {
-            if toLocal.isEmpty && !channelEOF {
-                var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-                let n = buffer.withUnsafeMutableBytes { libssh2_channel_read_ex(channel, 0, $0.baseAddress, $0.count) }
+            if localStart == localEnd && !channelEOF {
+                let n = libssh2_channel_read_ex(channel, 0, toLocal.baseAddress, toLocal.count)
                 if n > 0 {
-                    toLocal = Array(buffer[0..<Int(n)])
+                    localStart = 0
+                    localEnd = Int(n)
                     progressed = true
                 } else if n == 0 || n == Int(LIBSSH2_ERROR_EAGAIN) {
                     if libssh2_channel_eof(channel) == 1 {
@@ -120,10 +129,10 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
                     return release(session)
                 }
             }
-            guard !toLocal.isEmpty else { break }
-            let sent = toLocal.withUnsafeBytes { send(local, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            guard localStart != localEnd else { break }
+            let sent = send(local, toLocal.baseAddress! + localStart, localEnd - localStart, Int32(MSG_NOSIGNAL))
             if sent > 0 {
-                toLocal.removeFirst(sent)
+                localStart += sent
                 progressed = true
                 continue
             }
@@ -133,11 +142,11 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
         }
         // Session behind → jump host.
         while true {
-            if toChannel.isEmpty && !localEOF {
-                var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-                let n = buffer.withUnsafeMutableBytes { recv(local, $0.baseAddress, $0.count, 0) }
+            if channelStart == channelEnd && !localEOF {
+                let n = recv(local, toChannel.baseAddress, toChannel.count, 0)
                 if n > 0 {
-                    toChannel = Array(buffer[0..<n])
+                    channelStart = 0
+                    channelEnd = n
                     progressed = true
                 } else if n == 0 {
                     localEOF = true
@@ -146,10 +155,10 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
                     localEOF = true
                 }
             }
-            guard !toChannel.isEmpty else { break }
-            let n = toChannel.withUnsafeBytes { libssh2_channel_write_ex(channel, 0, $0.baseAddress, $0.count) }
+            guard channelStart != channelEnd else { break }
+            let n = libssh2_channel_write_ex(channel, 0, toChannel.baseAddress! + channelStart, channelEnd - channelStart)
             if n > 0 {
-                toChannel.removeFirst(n)
+                channelStart += n
                 progressed = true
                 continue
             }
@@ -157,13 +166,13 @@ final class TunnelOperation: OperationBase<Int32>, LoopOperation, @unchecked Sen
             _ = loop.error(Int(n), "writing a tunnel")
             return release(session)
         }
-        if localEOF && toChannel.isEmpty && !sentEOF {
+        if localEOF && channelStart == channelEnd && !sentEOF {
             let rc = libssh2_channel_send_eof(channel)
             if rc == LIBSSH2_ERROR_EAGAIN { return .blocked }
             sentEOF = true
             progressed = true
         }
-        if channelEOF && toLocal.isEmpty && sentEOF { return release(session) }
+        if channelEOF && localStart == localEnd && sentEOF { return release(session) }
         return progressed ? .progressed : .blocked
     }
 

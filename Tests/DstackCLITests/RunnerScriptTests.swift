@@ -52,7 +52,7 @@ import Glibc
         for request in requests { input.append(request.bytes) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", RunnerScript.agent.text]
+        process.arguments = ["-c", RunnerScript.agentProgram]
         let stdin = Pipe(), stdout = Pipe()
         process.standardInput = stdin
         process.standardOutput = stdout
@@ -69,21 +69,23 @@ import Glibc
     @Test func theAgentStartsAJobOnceFollowsItsLogAndReportsItsExit() throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: base) }
-        let tree = base.appendingPathComponent("trees/snap")
+        // A tree as tree-publish.sh leaves it: trees/snap links to .b-snap-x/repo (the other tests keep an older
+        // dstack's plain trees/snap folder).
+        let tree = base.appendingPathComponent("trees/.b-snap-x/repo")
         try FileManager.default.createDirectory(at: tree, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: base.appendingPathComponent("trees/snap").path, withDestinationPath: ".b-snap-x/repo")
         try Data("data\n".utf8).write(to: tree.appendingPathComponent("input.txt"))
         // A value that would run as code if it were ever spliced into shell text.
         let hostile = "x'; touch \(base.path)/pwned; echo '"
         let files = [("commands.sh", "set -e\ncat input.txt\nprintf '%s\\n' \"$VALUE\"\nexit 3\n"),
-                     ("env.sh", "export VALUE='" + hostile.replacingOccurrences(of: "'", with: "'\\''") + "'\n"),
-                     ("run.sh", JobCommand.host), ("wrapper.sh", RunnerScript.wrapper.text)]
+                     ("env.sh", "export VALUE='" + hostile.replacingOccurrences(of: "'", with: "'\\''") + "'\n")]
         var payload = ""
         for (name, text) in files {
-            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
+            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || return 2\n"
         }
         let body = Data(payload.utf8)
         func start() throws -> AgentRequest {
-            try AgentRequest("start", [base.path, "job-1", "1", "2", "", "0", "tests", "snap", "", "0", "", String(body.count)], payload: body)
+            try AgentRequest("start", [base.path, "job-1", "1", "2", "", "0", "tests", "snap", "", "0", "", Self.lines(body)], payload: body)
         }
         // Two starts of the same attempt: the second reports, and launches nothing.
         var replies = try agent([start(), start()])
@@ -131,11 +133,16 @@ import Glibc
         #expect(replies[3].facts.contains { $0.key == "lock" && $0.value == "slot-0 other-job someone" })
     }
 
+    /// The number of lines of a start payload (what `dstack_start` reads).
+    static func lines(_ payload: Data) -> String {
+        String(payload.filter { $0 == 0x0A }.count)
+    }
+
     /// A start payload writing `commands` as the job's commands (no environment).
     static func payload(_ commands: String) -> Data {
         var payload = ""
-        for (name, text) in [("commands.sh", commands), ("env.sh", ""), ("run.sh", JobCommand.host), ("wrapper.sh", RunnerScript.wrapper.text)] {
-            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || exit 2\n"
+        for (name, text) in [("commands.sh", commands), ("env.sh", "")] {
+            payload += "printf '%s' '" + text.replacingOccurrences(of: "'", with: "'\\''") + "' > \(name) || return 2\n"
         }
         return Data(payload.utf8)
     }
@@ -158,7 +165,7 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: base) }
         try FileManager.default.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
         let body = Self.payload("if [ -e /proc/$$/fd/3 ]; then echo fd3-open; else echo fd3-closed; fi\n")
-        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "t", "snap", "", "0", "", String(body.count)], payload: body)])
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "t", "snap", "", "0", "", Self.lines(body)], payload: body)])
         #expect(replies.first?.status == .ok)
         let (log, state) = try pollUntilExit(base, "j")
         #expect(state == .exited(0))
@@ -170,30 +177,133 @@ import Glibc
         defer { try? FileManager.default.removeItem(at: base) }
         let fm = FileManager.default
         try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
-        // Attempt 1 of the job still runs here (the coordinator gave it up): its process group leader is a
-        // `setsid sleep` of this test, recorded as the job's wrapper, with a slot lock.
-        let old = Process()
-        old.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
-        old.arguments = ["-w", "/bin/sleep", "31"]
-        try old.run()
-        defer { if old.isRunning { old.terminate() } }
+        // Attempt 1 of the job still runs here (the coordinator gave it up): a `sleep` in a session of its own (so
+        // its own process group leader, as a wrapper is), recorded as the job's wrapper, with a slot lock.
+        try fm.createDirectory(at: base, withIntermediateDirectories: true)
+        // posix_spawn with setsid, every other descriptor closed: nothing of this test's is held by the sleep.
+        let oldPid = try Subprocess.spawnDetached(["/bin/sleep", "31"], environment: [:])
+        try #require(oldPid > 0)
+        defer { kill(oldPid, SIGKILL) }
+        // Reaped as soon as it ends, as a wrapper is by init (a zombie would pass the agent's `kill -0`).
+        Thread.detachNewThread { var status: Int32 = 0; waitpid(oldPid, &status, 0) }
         let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         try fm.createDirectory(at: base.appendingPathComponent("jobs/j"), withIntermediateDirectories: true)
         try Data("1\n".utf8).write(to: base.appendingPathComponent("jobs/j/attempt"))
-        try Data("\(old.processIdentifier) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
+        try Data("\(oldPid) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
         try fm.createDirectory(at: base.appendingPathComponent("locks/slot-0"), withIntermediateDirectories: true)
         try Data("j someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
         try Data("slot-0\n".utf8).write(to: base.appendingPathComponent("locks/held-j"))
-        Thread.sleep(forTimeInterval: 0.2)
         let body = Self.payload("echo second\n")
-        let replies = try agent([AgentRequest("start", [base.path, "j", "2", "1", "", "0", "t", "snap", "", "0", "", String(body.count)], payload: body)])
+        let replies = try agent([AgentRequest("start", [base.path, "j", "2", "1", "", "0", "t", "snap", "", "0", "", Self.lines(body)], payload: body)])
         #expect(replies.first?.status == .ok, "\(replies.map(\.errorText))")
         #expect(replies.first?.events == ["granted 0 ", "launched"])
-        old.waitUntilExit()
-        #expect(old.terminationReason == .uncaughtSignal, "attempt 1 was not stopped")
+        // Gone (or a zombie nobody reaped yet: it was killed all the same).
+        func alive(_ pid: pid_t) -> Bool {
+            guard kill(pid, 0) == 0 else { return false }
+            let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+            return !status.contains("State:\tZ")
+        }
+        var stopped = false
+        for _ in 0..<100 where !stopped {
+            stopped = !alive(oldPid)
+            if !stopped { Thread.sleep(forTimeInterval: 0.05) }
+        }
+        #expect(stopped, "attempt 1 was not stopped")
         let (log, state) = try pollUntilExit(base, "j")
         #expect(state == .exited(0))
         #expect(log == "second\n")
+    }
+
+    @Test func aLockIsOneFileMadeWithoutAProcessAndAnOlderLockFolderStillCounts() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        // slot-0 is held by a running job through an older dstack's lock folder: the new job gets slot-1, as a file.
+        try fm.createDirectory(at: base.appendingPathComponent("locks/slot-0"), withIntermediateDirectories: true)
+        try Data("busy someone\n".utf8).write(to: base.appendingPathComponent("locks/slot-0/owner"))
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/busy"), withIntermediateDirectories: true)
+        let body = Self.payload("sleep 0.3\n")
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "2", "", "0", "me", "snap", "", "0", "", Self.lines(body)], payload: body),
+                                 AgentRequest("probe", [base.path])])
+        #expect(replies.first?.events == ["granted 1 ", "launched"], "\(replies.map(\.errorText))")
+        var isFolder: ObjCBool = true
+        #expect(fm.fileExists(atPath: base.appendingPathComponent("locks/slot-1").path, isDirectory: &isFolder) && !isFolder.boolValue)
+        #expect(try String(contentsOf: base.appendingPathComponent("locks/slot-1"), encoding: .utf8) == "j me\n")
+        #expect(replies[1].facts.filter { $0.key == "lock" }.map(\.value) == ["slot-0 busy someone", "slot-1 j me"])
+        let (_, state) = try pollUntilExit(base, "j")
+        #expect(state == .exited(0))
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("locks/slot-1").path), "the exit released the lock")
+        #expect(fm.fileExists(atPath: base.appendingPathComponent("locks/slot-0/owner").path), "another job's lock stays")
+    }
+
+    @Test func aLockAPollSawOverIsFreeForTheNextStartAndGoneAfterTheAgent() throws {
+        // The poll that sees a job's exit releases its locks with the agent's next removal: the next start (which
+        // removes the finished folders first) gets the slot, and nothing is left behind when the agent ends.
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/old"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("locks"), withIntermediateDirectories: true)
+        try Data("old me\n".utf8).write(to: base.appendingPathComponent("locks/slot-0"))
+        try Data("0\n".utf8).write(to: base.appendingPathComponent("jobs/old/exit"))
+        try Data().write(to: base.appendingPathComponent("jobs/old/log"))
+        let body = Self.payload("true\n")
+        let replies = try agent([AgentRequest("poll", [base.path, "old", "0"]),
+                                 AgentRequest("start", [base.path, "new", "1", "1", "", "0", "me", "snap", "", "0", "old", Self.lines(body)], payload: body),
+                                 AgentRequest("probe", [base.path])])
+        #expect(replies[0].states[0] == .exited(0))
+        #expect(replies[1].events == ["granted 0 ", "launched"], "\(replies[1].errorText)")
+        #expect(replies[2].facts.filter { $0.key == "lock" }.map(\.value) == ["slot-0 new me"])
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("jobs/old").path), "the finished folder went with the cleanup")
+        let (_, state) = try pollUntilExit(base, "new")
+        #expect(state == .exited(0))
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("locks/slot-0").path), "released when the polling agent ended")
+    }
+
+    @Test func aStartSentAgainBeforeTheWrapperRanLaunchesNothing() throws {
+        // The agent marks the attempt launched itself: a start sent again right behind the first (before the
+        // wrapper wrote its pid) reports it, rather than taking the folder for an unfinished start and running the
+        // job a second time (seen when two starts came in one write).
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        try fm.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/j/repo"), withIntermediateDirectories: true)
+        try fm.createDirectory(at: base.appendingPathComponent("locks"), withIntermediateDirectories: true)
+        try Data("1\nlaunched\n".utf8).write(to: base.appendingPathComponent("jobs/j/attempt"))
+        try Data("j me\n".utf8).write(to: base.appendingPathComponent("locks/slot-0"))
+        let body = Self.payload("echo again > again.txt\n")
+        let replies = try agent([AgentRequest("start", [base.path, "j", "1", "1", "", "0", "me", "snap", "", "0", "", Self.lines(body)], payload: body)])
+        #expect(replies.first?.events == ["granted 0 ", "launched"], "\(replies.map(\.errorText))")
+        Thread.sleep(forTimeInterval: 0.3)
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("jobs/j/repo/again.txt").path), "the job ran again")
+        #expect(!fm.fileExists(atPath: base.appendingPathComponent("jobs/j/log").path), "the folder was made anew")
+    }
+
+    @Test func anExitFileWithoutItsLineIsNotAnExitStatus() throws {
+        // The wrapper writes `exit` in place: a file with no whole line is one being written, or one its wrapper
+        // was killed in the middle of writing — never a status, and never a job polled as running forever.
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let fm = FileManager.default
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try fm.createDirectory(at: base.appendingPathComponent("jobs/j"), withIntermediateDirectories: true)
+        let gone = Process()
+        gone.executableURL = URL(fileURLWithPath: "/bin/true")
+        try gone.run()
+        gone.waitUntilExit()
+        try Data("\(gone.processIdentifier) \(boot)\n".utf8).write(to: base.appendingPathComponent("jobs/j/pid"))
+        try Data().write(to: base.appendingPathComponent("jobs/j/log"))
+        try Data("0".utf8).write(to: base.appendingPathComponent("jobs/j/exit"))
+        var reply = try agent([AgentRequest("poll", [base.path, "j", "0"])])[0]
+        #expect(reply.states[0] == .gone)
+        #expect(LocalRunner.exitCode(base.appendingPathComponent("jobs/j/exit").path) == nil)
+        try Data("0\n".utf8).write(to: base.appendingPathComponent("jobs/j/exit"))
+        reply = try agent([AgentRequest("poll", [base.path, "j", "0"])])[0]
+        #expect(reply.states[0] == .exited(0))
+        #expect(LocalRunner.exitCode(base.appendingPathComponent("jobs/j/exit").path) == "0")
     }
 
     @Test func aValueWithALineBreakIsNeverFramedAsARequest() {

@@ -47,6 +47,38 @@ import Testing
         #expect(await runner.starts.map(\.attempt) == [1, 1, 2], "prepare once, train twice as attempts 1 and 2")
     }
 
+    @Test func aSlotGoesToTheNextJobWhileTheResultsOfTheLastAreCollected() async throws {
+        // One slot: `a` ends and its artifacts are collected (held open here, as a large upload would be); `b` must
+        // take the slot meanwhile, since the runner freed it when `a`'s commands ended.
+        let bench = try Bench()
+        defer { bench.dir.remove() }
+        let prepared = try await bench.prepare("""
+        workflows:
+          - name: a
+            commands: [echo a]
+            artifacts: [data]
+          - name: b
+            commands: [echo b]
+          - name: all
+            depends-on: [a, b]
+            commands: [echo all]
+        """, target: "all")
+        let runner = MemoryRunner(name: "m1", slots: 1)
+        await runner.closeArtifacts(of: "test-run-1-a")
+        let snapshot = try await Snapshotter.snapshot(root: bench.dir.at("project"))
+        let coordinator = Coordinator(store: bench.store, pool: [PoolMember(runner: runner, info: try await runner.probe())],
+                                      snapshot: snapshot, plan: prepared.plan, run: prepared.record, sink: SilentSink())
+        async let final = coordinator.execute()
+        #expect(await eventually(within: 10) { await runner.collecting.contains("test-run-1-a") })
+        let bStarted = await eventually(within: 10) { await runner.starts.contains { $0.job == "test-run-1-b" } }
+        #expect(bStarted, "b waited for a's artifacts")
+        #expect(await runner.collecting.contains("test-run-1-a"))
+        await runner.openArtifacts(of: "test-run-1-a")
+        let record = await final
+        #expect(record.status == .done)
+        #expect(await runner.starts.map(\.job) == ["test-run-1-a", "test-run-1-b", "test-run-1-all"])
+    }
+
     @Test func aJobLostOnOneRunnerGoesToAnother() async throws {
         let bench = try Bench()
         defer { bench.dir.remove() }

@@ -662,6 +662,29 @@ struct InventoryResolutionTests {
         #expect(runners[3].proxyJump == nil && runners[3].proxyCommand == nil)
     }
 
+    @Test("transport: the runner's, else defaults', else libssh2; anything else is an error that lists the three")
+    func transportField() throws {
+        let parsed = try inventory("""
+            defaults:
+              transport: auto
+            runners:
+              - name: own
+                host: a
+                transport: openssh
+              - name: dflt
+                host: b
+
+            """)
+        #expect(parsed.resolve(sshConfig: nil, home: "/h", localUser: "me").map(\.transport) == ["openssh", "auto"])
+        #expect(try inventory("runners:\n  - name: x\n    host: y\n").resolve(sshConfig: nil, home: "/h", localUser: "me")[0].transport == "libssh2")
+        do {
+            _ = try inventory("runners:\n  - name: x\n    host: y\n    transport: opensh\n")
+            Issue.record("an unknown transport was accepted")
+        } catch {
+            #expect("\(error)".contains("4:16: error: transport 'opensh' is not one of libssh2, openssh, auto (did you mean 'openssh'?)"), "\(error)")
+        }
+    }
+
     @Test("ProxyJump syntax: user@host:port, ssh:// URIs, IPv6 in brackets, chains; bad values are errors")
     func proxyJumpSyntax() throws {
         #expect(try JumpHop.parseChain("a@b:2200, c ,ssh://d@[::1]:2").get() == [

@@ -16,43 +16,104 @@
 # Exit statuses: 0 done; 2 the runner cannot do it (folder, disk); 3 no free slot; 4 not enough free GPUs;
 # 5 no code tree of the snapshot; 6 bad request.
 
+# dstack_wrapper holds the text of wrapper.sh and dstack_wrapper_name the file it is kept in (wrapper-HASH.sh, in
+# each work folder): the coordinator sets both in front of this script (RunnerScript.agentProgram).
+# shellcheck disable=SC2154
+: "${dstack_wrapper:?}" "${dstack_wrapper_name:?}"
+
 # Everything but the request reader gets /dev/null as standard input: no command may eat the next request.
 exec 3<&0 </dev/null
 umask 022
 
-# dstack_acquire BASE JOB SLOTS GPUS NEED OWNER: takes a job slot and NEED of the GPUS (space-separated) with atomic
-# mkdir locks under BASE/locks; sets `slot` and `got`. A job that holds its locks already gets them back. Returns 3
-# when no slot is free and 4 when not enough GPUs are (nothing is kept then). Locks whose job is over (it wrote its
-# exit code, or its process is gone, or it never got a folder in 10 minutes) are reclaimed by renaming them to a
-# tombstone first, so a lock another job took in between is never removed.
+# A lock is a file BASE/locks/slot-N or gpu-N holding `JOB OWNER`, made by an exclusive create (noclobber: O_EXCL,
+# no process). An older dstack made each lock a folder with an `owner` file inside; such locks are read (from
+# LOCK/owner) and reclaimed alike.
+
+# dstack_take LOCK JOB OWNER: takes LOCK for JOB when nobody holds it.
+dstack_take() {
+  set -C
+  if { printf '%s %s\n' "$2" "$3" > "$1"; } 2>/dev/null; then set +C; return 0; fi
+  set +C
+  return 1
+}
+
+# dstack_acquire BASE JOB SLOTS GPUS NEED OWNER: takes a job slot and NEED of the GPUS (space-separated) with the
+# locks above under BASE/locks; sets `slot` and `got`. A job that holds its locks already gets them back. Returns 3
+# when no slot is free and 4 when not enough GPUs are (nothing is kept then), after reclaiming the locks of jobs
+# that are over (dstack_reclaim).
 dstack_acquire() {
   a_base=$1 a_job=$2 a_max=$3 a_gpus=$4 a_need=$5 a_owner=$6
-  slot="" got=""
   [ -d "$a_base/locks" ] || mkdir -p "$a_base/locks" || return 2
-  if [ -f "$a_base/locks/held-$a_job" ]; then
-    a_held="" a_mine=1
-    { read -r a_held < "$a_base/locks/held-$a_job"; } 2>/dev/null
-    for a_l in $a_held; do
-      a_holder=""
-      { read -r a_holder _ < "$a_base/locks/$a_l/owner"; } 2>/dev/null
-      [ "$a_holder" = "$a_job" ] || a_mine=""
-      case $a_l in slot-*) slot=${a_l#slot-} ;; gpu-*) got="$got ${a_l#gpu-}" ;; esac
-    done
-    [ -n "$a_mine" ] && return 0
-    # A stale record (its locks were reclaimed and may be others' now): take locks afresh.
+  # The locks naming the job are its own (no record of them is kept: a file less per job).
+  dstack_held "$a_base" "$a_job"
+  [ -n "$h_slot" ] && { slot=$h_slot got=$h_gpus; return 0; }
+  # GPUs without a slot (its slot was reclaimed): let them go and take afresh.
+  [ -n "$h_gpus" ] && dstack_release_locks "$a_base" "$a_job"
+  # Free locks first; only when too few are free are the locks of jobs that are over looked for (a rename and a
+  # removal, two processes, which the usual start does without).
+  dstack_take_locks && return 0
+  dstack_reclaim "$a_base"
+  dstack_take_locks
+}
+
+# dstack_held BASE JOB: the locks under BASE/locks that name JOB: h_slot (its slot number) and h_gpus (its GPUs,
+# space-separated).
+dstack_held() {
+  h_slot="" h_gpus=""
+  for h_l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
+    [ -e "$h_l" ] || continue
+    h_of=$h_l h_holder=""
+    [ -d "$h_l" ] && h_of=$h_l/owner
+    { read -r h_holder _ < "$h_of"; } 2>/dev/null
+    [ "$h_holder" = "$2" ] || continue
+    case ${h_l##*/} in slot-*) h_slot=${h_l##*/slot-} ;; gpu-*) h_gpus="$h_gpus ${h_l##*/gpu-}" ;; esac
+  done
+  return 0
+}
+
+# dstack_take_locks: the slot and GPU locks of dstack_acquire's job, as its variables say; all or nothing.
+dstack_take_locks() {
+  slot="" got="" a_held="" a_i=0
+  while [ "$a_i" -lt "$a_max" ]; do
+    if dstack_take "$a_base/locks/slot-$a_i" "$a_job" "$a_owner"; then
+      slot=$a_i a_held="slot-$a_i"
+      break
+    fi
+    a_i=$((a_i + 1))
+  done
+  [ -n "$slot" ] || return 3
+  a_n=0
+  for a_g in $a_gpus; do
+    [ "$a_n" -ge "$a_need" ] && break
+    if dstack_take "$a_base/locks/gpu-$a_g" "$a_job" "$a_owner"; then
+      got="$got $a_g" a_held="$a_held gpu-$a_g" a_n=$((a_n + 1))
+    fi
+  done
+  if [ "$a_n" -lt "$a_need" ]; then
+    set --
+    for a_l in $a_held; do set -- "$@" "$a_base/locks/$a_l"; done
+    rm -rf "$@"
     slot="" got=""
-    rm -f "$a_base/locks/held-$a_job"
+    return 4
   fi
-  for a_l in "$a_base"/locks/slot-* "$a_base"/locks/gpu-*; do
-    [ -d "$a_l" ] || continue
-    a_holder="" a_pid=""
-    { read -r a_holder _ < "$a_l/owner"; } 2>/dev/null
+  return 0
+}
+
+# dstack_reclaim BASE: removes the locks whose job is over (it wrote its exit code, or its process is gone, or it
+# never got a folder in 10 minutes): each renamed to a tombstone first, so a lock another job took in between is
+# never removed.
+dstack_reclaim() {
+  for a_l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
+    [ -e "$a_l" ] || continue
+    a_holder="" a_pid="" a_of=$a_l
+    [ -d "$a_l" ] && a_of=$a_l/owner
+    { read -r a_holder _ < "$a_of"; } 2>/dev/null
     if [ -z "$a_holder" ]; then
-      # No owner a minute after it was made: its taker died between the mkdir and writing the owner.
+      # No owner a minute after it was made: its taker died between making it and writing the owner.
       [ -n "$(find "$a_l" -maxdepth 0 -mmin +1 2>/dev/null)" ] && rm -rf "$a_l"
       continue
     fi
-    a_jd="$a_base/jobs/$a_holder"
+    a_jd="$1/jobs/$a_holder"
     a_over=""
     if [ -f "$a_jd/exit" ]; then
       a_over=1
@@ -65,74 +126,91 @@ dstack_acquire() {
     fi
     [ -n "$a_over" ] || continue
     # Rename, then check it is still the same holder's: a lock taken again meanwhile is put back.
-    a_t="$a_base/locks/.reclaim-$$-${a_l##*/}"
+    a_t="$1/locks/.reclaim-$$-${a_l##*/}"
     mv "$a_l" "$a_t" 2>/dev/null || continue
     a_now=""
-    { read -r a_now _ < "$a_t/owner"; } 2>/dev/null
+    a_of=$a_t
+    [ -d "$a_t" ] && a_of=$a_t/owner
+    { read -r a_now _ < "$a_of"; } 2>/dev/null
     # Put back a lock taken again meanwhile, unless the name was taken anew (mv would move it inside).
     if [ "$a_now" = "$a_holder" ]; then rm -rf "$a_t"; elif [ ! -e "$a_l" ]; then mv "$a_t" "$a_l" 2>/dev/null || rm -rf "$a_t"; else rm -rf "$a_t"; fi
   done
-  a_held="" a_i=0
-  while [ "$a_i" -lt "$a_max" ]; do
-    if mkdir "$a_base/locks/slot-$a_i" 2>/dev/null; then
-      printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/slot-$a_i/owner"
-      slot=$a_i a_held="slot-$a_i"
-      break
-    fi
-    a_i=$((a_i + 1))
+}
+
+# dstack_release_locks BASE JOB: releases the locks that name the job (and an older dstack's held-JOB record).
+dstack_release_locks() {
+  r_base=$1 r_job=$2
+  set --
+  for r_l in "$r_base"/locks/slot-* "$r_base"/locks/gpu-*; do
+    [ -e "$r_l" ] || continue
+    r_of=$r_l r_holder=""
+    [ -d "$r_l" ] && r_of=$r_l/owner
+    { read -r r_holder _ < "$r_of"; } 2>/dev/null
+    [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_l"
   done
-  [ -n "$slot" ] || return 3
-  a_n=0
-  for a_g in $a_gpus; do
-    [ "$a_n" -ge "$a_need" ] && break
-    if mkdir "$a_base/locks/gpu-$a_g" 2>/dev/null; then
-      printf '%s %s\n' "$a_job" "$a_owner" > "$a_base/locks/gpu-$a_g/owner"
-      got="$got $a_g" a_held="$a_held gpu-$a_g" a_n=$((a_n + 1))
-    fi
-  done
-  if [ "$a_n" -lt "$a_need" ]; then
-    set --
-    for a_l in $a_held; do set -- "$@" "$a_base/locks/$a_l"; done
-    rm -rf "$@"
-    slot="" got=""
-    return 4
-  fi
-  echo "$a_held" > "$a_base/locks/held-$a_job"
+  [ -f "$r_base/locks/held-$r_job" ] && set -- "$@" "$r_base/locks/held-$r_job"
+  [ $# -gt 0 ] && rm -rf "$@"
   return 0
 }
 
-# dstack_release_locks BASE JOB: releases what dstack_acquire took for the job, only while each lock is still its.
-dstack_release_locks() {
-  r_base=$1 r_job=$2
-  [ -f "$r_base/locks/held-$r_job" ] || return 0
-  r_held=""
-  { read -r r_held < "$r_base/locks/held-$r_job"; } 2>/dev/null
-  set --
-  for r_l in $r_held; do
-    r_holder=""
-    { read -r r_holder _ < "$r_base/locks/$r_l/owner"; } 2>/dev/null
-    [ "$r_holder" = "$r_job" ] && set -- "$@" "$r_base/locks/$r_l"
-  done
-  rm -rf "$@" "$r_base/locks/held-$r_job"
+# Locks of jobs a poll saw over are released with the next removal this agent runs anyway (the next start's
+# cleanup, a finish, a probe) or when it ends: one process less per job. Meanwhile they are no one's: the job's exit
+# code already makes them reclaimable by any other agent (dstack_reclaim), and this agent takes none before.
+dstack_later_base="" dstack_later_jobs=""
+
+# dstack_release_later BASE JOB: releases the job's locks with the next removal.
+dstack_release_later() {
+  [ -n "$dstack_later_base" ] && [ "$dstack_later_base" != "$1" ] && dstack_flush
+  dstack_later_base=$1 dstack_later_jobs="$dstack_later_jobs $2"
 }
 
-# dstack_start BASE JOB ATTEMPT SLOTS GPUS NEED OWNER SNAPSHOT WORKDIR EXPORT CLEANUP LENGTH: starts attempt ATTEMPT
+# dstack_flush [PATH]...: removes the PATHs and the locks released later (those still naming their job), in one rm.
+dstack_flush() {
+  if [ -n "$dstack_later_jobs" ]; then
+    for l_l in "$dstack_later_base"/locks/slot-* "$dstack_later_base"/locks/gpu-*; do
+      [ -e "$l_l" ] || continue
+      l_of=$l_l l_holder=""
+      [ -d "$l_l" ] && l_of=$l_l/owner
+      { read -r l_holder _ < "$l_of"; } 2>/dev/null
+      [ -n "$l_holder" ] || continue
+      case " $dstack_later_jobs " in *" $l_holder "*) set -- "$@" "$l_l" ;; esac
+    done
+    dstack_later_base="" dstack_later_jobs=""
+  fi
+  [ $# -gt 0 ] && rm -rf "$@"
+  return 0
+}
+
+# dstack_cleanup NAMES: removes the folders (and start locks) of the finished jobs NAMES (space-separated plain
+# names; others are skipped), relative to the work folder it runs in, with the locks released later.
+dstack_cleanup() {
+  c_names=$1
+  set --
+  for c_old in $c_names; do
+    case $c_old in *[!A-Za-z0-9._-]*|.|..) ;; *) set -- "$@" "jobs/$c_old" "jobs/.start-$c_old" ;; esac
+  done
+  dstack_flush "$@"
+}
+
+# dstack_start BASE JOB ATTEMPT SLOTS GPUS NEED OWNER SNAPSHOT WORKDIR EXPORT CLEANUP LINES: starts attempt ATTEMPT
 # of a job, or finds it started. Takes the slot (E granted SLOT GPUS, GPUs comma-separated; status 3 or 4 when none
 # is free), copies the snapshot's tree (status 5 when the runner has none) and staged dependency artifacts into
-# the job's folder, evaluates the LENGTH-byte payload there (it writes the job's files, as quoted data), launches
+# the job's folder, evaluates the payload of LINES lines there (it writes the job's files, as quoted data), launches
 # the wrapper detached and answers E launched. A start sent again for the same attempt (after a dropped
 # connection) launches nothing twice: it reports what was done. CLEANUP lists finished jobs' folders to remove.
 dstack_start() {
-  s_base=$1 s_job=$2 s_attempt=$3 s_len=${12}
-  s_payload=$(head -c "$s_len" <&3; echo x)
-  s_payload=${s_payload%x}
+  s_base=$1 s_job=$2 s_attempt=$3 s_lines=${12}
+  # The payload: LINES whole lines, read by the builtin (no process).
+  s_payload="" s_i=0
+  while [ "$s_i" -lt "$s_lines" ] && IFS= read -r s_line <&3; do
+    s_payload="$s_payload$s_line
+"
+    s_i=$((s_i + 1))
+  done
   cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
   s_base=$PWD
-  s_rm=""
-  for s_old in ${11}; do case $s_old in *[!A-Za-z0-9._-]*|.|..) ;; *) s_rm="$s_rm jobs/$s_old jobs/.start-$s_old" ;; esac; done
-  # Plain names only (checked above): split as words, one rm for all.
-  # shellcheck disable=SC2086
-  [ -n "$s_rm" ] && rm -rf $s_rm
+  # Finished jobs' folders and the locks released later go in one rm (before any lock is taken here).
+  dstack_cleanup "${11}"
   [ -d jobs ] || mkdir -p jobs || return 2
   # One starter per job at a time: a start whose connection dropped may still be running here. The lock file is
   # made with noclobber (an O_EXCL create, no process) and holds its agent's pid, or "free" once done.
@@ -159,17 +237,17 @@ dstack_start() {
 
 dstack_start_locked() {
   d="$s_base/jobs/$s_job"
-  s_was=""
-  { read -r s_was < "$d/attempt"; } 2>/dev/null
-  if [ "$s_was" = "$s_attempt" ] && [ -f "$d/pid" ]; then
+  # `attempt` holds the attempt's number, and a second line `launched` once its wrapper was started (the pid file
+  # comes only when the wrapper runs, which may be after a start sent again right behind this one).
+  s_was="" s_launched=""
+  { { read -r s_was; read -r s_launched; } < "$d/attempt"; } 2>/dev/null
+  if [ "$s_was" = "$s_attempt" ] && { [ "$s_launched" = launched ] || [ -f "$d/pid" ]; }; then
     # This attempt was launched already (a start asked again after a dropped connection, or by attach): report
     # it, whatever the slots and the tree are now; nothing is taken or launched again.
-    slot=0 s_cuda=""
-    { read -r s_held < "$s_base/locks/held-$s_job"; } 2>/dev/null
-    for s_l in $s_held; do
-      case $s_l in slot-*) slot=${s_l#slot-} ;; gpu-*) s_cuda="${s_cuda:+$s_cuda,}${s_l#gpu-}" ;; esac
-    done
-    echo "E granted $slot $s_cuda"
+    dstack_held "$s_base" "$s_job"
+    s_cuda=""
+    for g in $h_gpus; do s_cuda="${s_cuda:+$s_cuda,}$g"; done
+    echo "E granted ${h_slot:-0} $s_cuda"
     echo "E launched"
     return 0
   fi
@@ -186,24 +264,46 @@ dstack_start_locked() {
   for g in $got; do s_cuda="${s_cuda:+$s_cuda,}$g"; done
   echo "E granted $slot $s_cuda"
   [ -e "$d" ] && rm -rf "$d"
-  mkdir -p "$d" && printf '%s\n' "$s_attempt" > "$d/attempt" && cp -Rp "$s_base/trees/$8/." "$d/repo" ||
+  # The job's folder with its copy of the code: a tree published as .b-X/repo is copied whole from .b-X (one
+  # process makes the folder too); one made by an older dstack is a folder of code (its parent is trees/, where
+  # nothing is called repo), copied into a new folder.
+  if [ -d "$s_base/trees/$8/../repo" ]; then
+    cp -Rp "$s_base/trees/$8/.." "$d"
+  else
+    mkdir -p "$d" && cp -Rp "$s_base/trees/$8/." "$d/repo"
+  fi && printf '%s\n' "$s_attempt" > "$d/attempt" ||
     { echo "E error cannot copy the code into $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   if [ -d "$d.deps" ]; then
     cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" ||
       { echo "E error cannot place the dependency artifacts in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   fi
-  (
-    cd "$d" || exit 2
-    eval "$s_payload"
-  ) || { echo "E error cannot write the job's files in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  # The job's files: its commands and environment as the payload writes them (quoted data; no subshell: a line
+  # that fails returns 2 from dstack_payload; env.sh and secrets.env under umask 077).
+  cd "$d" && dstack_payload
+  s_rc=$?
+  umask 022
+  cd "$s_base" || return 2
+  [ "$s_rc" = 0 ] || { echo "E error cannot write the job's files in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   [ "${10}" = 1 ] && printf 'export CUDA_VISIBLE_DEVICES=%s\n' "$s_cuda" >> "$d/env.sh"
   : > "$d/log" || { echo "E error cannot create $d/log"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   # setsid: its own session and process group, so a dropped connection does not end it; the subshell makes it
   # nobody's child here, so a wrapper killed outright is seen gone rather than as a zombie of this shell.
   # 3<&-: the job must never see the agent's request stream (other jobs' payloads come on it).
-  (setsid /bin/sh "$d/wrapper.sh" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
+  # The wrapper: one file per work folder and wrapper text (its name holds a hash of the text), written once.
+  s_wrapper="$s_base/$dstack_wrapper_name"
+  if [ ! -f "$s_wrapper" ]; then
+    printf '%s' "$dstack_wrapper" > "$s_wrapper.$$" && mv -f "$s_wrapper.$$" "$s_wrapper" ||
+      { echo "E error cannot write $s_wrapper"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  fi
+  (setsid /bin/sh "$s_wrapper" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
+  echo launched >> "$d/attempt"
   echo "E launched"
   return 0
+}
+
+# dstack_payload: evaluates a start's payload in the job's folder.
+dstack_payload() {
+  eval "$s_payload"
 }
 
 # dstack_poll BASE JOB OFFSET [JOB OFFSET]...: for each job, its log from byte OFFSET on (D N LENGTH, at most 4 MiB
@@ -217,8 +317,9 @@ dstack_poll() {
     p_d="jobs/$1" p_off=$2
     shift 2
     if [ ! -d "$p_d" ]; then echo "S $p_n missing"; p_n=$((p_n + 1)); continue; fi
-    p_done=""
-    [ -f "$p_d/exit" ] && p_done=1
+    # Done once `exit` holds a whole line (the wrapper writes it in place: an empty or partial file is not yet).
+    p_done="" p_code=""
+    { read -r p_code < "$p_d/exit"; } 2>/dev/null && p_done=1
     # An empty log needs no wc (most polls of a quiet job): `-s` is a builtin test.
     if [ "$p_off" -eq 0 ] && [ ! -s "$p_d/log" ]; then
       p_size=0
@@ -238,17 +339,15 @@ dstack_poll() {
     if [ -n "$p_more" ]; then
       echo "S $p_n running"
     elif [ -n "$p_done" ]; then
-      p_code=""
-      { read -r p_code < "$p_d/exit"; } 2>/dev/null
       echo "S $p_n exit $p_code"
-      # It is over: its slot and GPUs go back now (its folder stays until its results are stored).
-      dstack_release_locks "$PWD" "${p_d#jobs/}"
+      # It is over: its slot and GPUs go back (with the next removal; its folder stays until its results are stored).
+      dstack_release_later "$PWD" "${p_d#jobs/}"
     else
       p_pid="" p_boot=""
       { read -r p_pid p_boot < "$p_d/pid"; } 2>/dev/null
       if [ -n "$p_pid" ] && { [ -n "$p_boot" ] && [ "$p_boot" != "$dstack_boot" ] || ! kill -0 "$p_pid" 2>/dev/null; }; then
         # The wrapper may have written its exit code just now.
-        if [ -f "$p_d/exit" ]; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
+        if { read -r p_code < "$p_d/exit"; } 2>/dev/null; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
       else
         echo "S $p_n running"
       fi
@@ -280,21 +379,26 @@ dstack_stop() {
 dstack_finish() {
   f_base=$1 f_release=$2
   shift 2
-  for f_job; do
+  # Plain names only (checked below): split as words; all removed by one rm.
+  f_jobs=$*
+  set --
+  for f_job in $f_jobs; do
     case $f_job in *[!A-Za-z0-9._-]*|.|..|"") continue ;; esac
-    [ "$f_release" = 1 ] && dstack_release_locks "$f_base" "$f_job"
-    rm -rf "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps" "$f_base/jobs/.start-$f_job"
+    [ "$f_release" = 1 ] && dstack_release_later "$f_base" "$f_job"
+    set -- "$@" "$f_base/jobs/$f_job" "$f_base/jobs/$f_job.deps" "$f_base/jobs/.start-$f_job"
   done
-  return 0
+  dstack_flush "$@"
 }
 
 # dstack_release BASE JOB: releases the job's locks, keeping its folder.
 dstack_release() {
+  dstack_flush
   dstack_release_locks "$1" "$2"
 }
 
 # dstack_probe WORKDIR: what the runner has, as K lines.
 dstack_probe() {
+  dstack_flush
   mkdir -p "$1" 2>/dev/null
   echo "K os $(uname -s) $(uname -m)"
   echo "K cpus $(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 1)"
@@ -308,7 +412,9 @@ dstack_probe() {
   done
   df -Pk "$1" 2>/dev/null | awk 'NR == 2 { print "K disk_free_kb", $4 }'
   for l in "$1"/locks/slot-* "$1"/locks/gpu-*; do
-    [ -f "$l/owner" ] && { read -r o_owner < "$l/owner"; echo "K lock ${l##*/} $o_owner"; }
+    o_of=$l
+    [ -d "$l" ] && o_of=$l/owner
+    [ -f "$o_of" ] && { read -r o_owner < "$o_of"; echo "K lock ${l##*/} $o_owner"; }
   done
   # The python3.X interpreters on PATH (the login shell's: conda and pyenv included), for jobs that ask for one.
   IFS=:
@@ -355,4 +461,5 @@ while IFS= read -r dstack_request <&3; do
   eval "$dstack_request"
   echo ". $?"
 done
+dstack_flush
 exit 0

@@ -5,24 +5,25 @@
 # sbatch instead of started here; their folders are on the shared filesystem, where the job's node runs the same
 # wrapper.sh and the login node reads the log and the exit code.
 
-# dstack_slurm_submit BASE JOB ATTEMPT SNAPSHOT WORKDIR CLEANUP LENGTH [SBATCH-OPTION]...: submits attempt
+# dstack_slurm_submit BASE JOB ATTEMPT SNAPSHOT WORKDIR CLEANUP LINES [SBATCH-OPTION]...: submits attempt
 # ATTEMPT of a job, or finds it submitted. Copies the snapshot's tree (status 5 when the login node has none) and
-# staged dependency artifacts into the job's folder, evaluates the LENGTH-byte payload there (it writes the job's
-# files, batch.sh included, as quoted data), submits batch.sh with the options (each one word, never evaluated)
-# and answers E slurm ID, E launched. A submit sent again for the same attempt submits nothing twice: it reports
+# staged dependency artifacts into the job's folder, evaluates the payload of LINES lines there (it writes the
+# job's files, batch.sh included, as quoted data), submits batch.sh with the options (each one word, never
+# evaluated) and answers E slurm ID, E launched. A submit sent again for the same attempt submits nothing twice: it reports
 # the id recorded. Status 7 when sbatch refused the job (E error says why).
 dstack_slurm_submit() {
-  b_base=$1 b_job=$2 b_attempt=$3 b_snap=$4 b_wd=$5 b_clean=$6 b_len=$7
+  b_base=$1 b_job=$2 b_attempt=$3 b_snap=$4 b_wd=$5 b_clean=$6 b_lines=$7
   shift 7
-  b_payload=$(head -c "$b_len" <&3; echo x)
-  b_payload=${b_payload%x}
+  # The payload: LINES whole lines, read by the builtin (as dstack_start reads its own).
+  b_payload="" b_i=0
+  while [ "$b_i" -lt "$b_lines" ] && IFS= read -r b_line <&3; do
+    b_payload="$b_payload$b_line
+"
+    b_i=$((b_i + 1))
+  done
   cd "$b_base" 2>/dev/null || { echo "E error cannot enter the work directory $b_base"; return 2; }
   b_base=$PWD
-  b_rm=""
-  for b_old in $b_clean; do case $b_old in *[!A-Za-z0-9._-]*|.|..) ;; *) b_rm="$b_rm jobs/$b_old jobs/.start-$b_old" ;; esac; done
-  # Plain names only (checked above): split as words, one rm for all.
-  # shellcheck disable=SC2086
-  [ -n "$b_rm" ] && rm -rf $b_rm
+  dstack_cleanup "$b_clean"
   [ -d jobs ] || mkdir -p jobs || return 2
   # One submitter per job at a time (a submit whose connection dropped may still run here): the lock file is
   # made with noclobber and holds its agent's pid, or "free" once done.
@@ -67,20 +68,27 @@ dstack_slurm_submit_locked() {
   fi
   [ -d "$b_base/trees/$b_snap/" ] || { rm -rf "$d.deps"; return 5; }
   echo "E granted 0 "
-  mkdir -p "$d" && printf '%s\n' "$b_attempt" > "$d/attempt" && cp -Rp "$b_base/trees/$b_snap/." "$d/repo" ||
-    { echo "E error cannot copy the code into $d"; return 2; }
+  # The job's folder with its copy of the code, as dstack_start makes it (a tree published as .b-X/repo is copied
+  # whole; an older one is a folder of code).
+  if [ -d "$b_base/trees/$b_snap/../repo" ]; then
+    cp -Rp "$b_base/trees/$b_snap/.." "$d"
+  else
+    mkdir -p "$d" && cp -Rp "$b_base/trees/$b_snap/." "$d/repo"
+  fi && printf '%s\n' "$b_attempt" > "$d/attempt" || { echo "E error cannot copy the code into $d"; return 2; }
   if [ -d "$d.deps" ]; then
     cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" || { echo "E error cannot place the dependency artifacts in $d"; return 2; }
   fi
-  (
-    cd "$d" || exit 2
-    eval "$b_payload"
-  ) || { echo "E error cannot write the job's files in $d"; return 2; }
+  (cd "$d" && dstack_slurm_payload) || { echo "E error cannot write the job's files in $d"; return 2; }
   : > "$d/log" || { echo "E error cannot create $d/log"; return 2; }
+  # The wrapper: one file per work folder and wrapper text, as for jobs started here (agent.sh's dstack_wrapper).
+  b_wrapper="$b_base/$dstack_wrapper_name"
+  if [ ! -f "$b_wrapper" ]; then
+    printf '%s' "$dstack_wrapper" > "$b_wrapper.$$" && mv -f "$b_wrapper.$$" "$b_wrapper" || { echo "E error cannot write $b_wrapper"; return 2; }
+  fi
   # The options are "$@": each one word as the coordinator sent it, never split nor evaluated. The environment
   # of this agent (the login shell's PATH, SLURM_CONF...) goes with the job, as sbatch does by default.
   if sbatch --parsable --no-requeue --chdir="$d" --output="$d/slurm.out" --open-mode=append "$@" \
-      "$d/batch.sh" "$d" "$b_wd" "$b_base" "$b_attempt" > "$d/sbatch.out" 2> "$d/sbatch.err" < /dev/null; then
+      "$d/batch.sh" "$b_wrapper" "$d" "$b_wd" "$b_base" "$b_attempt" > "$d/sbatch.out" 2> "$d/sbatch.err" < /dev/null; then
     b_id=""
     while IFS= read -r b_line; do [ -n "$b_line" ] && b_id=${b_line%%;*}; done < "$d/sbatch.out"
     case $b_id in
@@ -96,9 +104,14 @@ dstack_slurm_submit_locked() {
   return 7
 }
 
+# dstack_slurm_payload: evaluates a submit's payload in the job's folder (its lines end with `|| return 2`).
+dstack_slurm_payload() {
+  eval "$b_payload"
+}
+
 # dstack_slurm_cancel JOBDIR: cancels the job's Slurm job unless it wrote its exit code.
 dstack_slurm_cancel() {
-  [ -f "$1/exit" ] && return 0
+  { read -r c_id < "$1/exit"; } 2>/dev/null && return 0
   c_id=""
   { read -r c_id < "$1/slurm_id"; } 2>/dev/null
   [ -n "$c_id" ] && scancel "$c_id" 2>/dev/null
@@ -167,8 +180,9 @@ dstack_slurm_poll() {
     p_d="jobs/$1" p_off=$2 p_id=$3
     shift 3
     if [ ! -d "$p_d" ]; then echo "S $p_n missing"; p_n=$((p_n + 1)); continue; fi
-    p_done=""
-    [ -f "$p_d/exit" ] && p_done=1
+    # Done once `exit` holds a whole line (the wrapper writes it in place: an empty or partial file is not yet).
+    p_done="" p_code=""
+    { read -r p_code < "$p_d/exit"; } 2>/dev/null && p_done=1
     if [ "$p_off" -eq 0 ] && [ ! -s "$p_d/log" ]; then
       p_size=0
     else
@@ -198,8 +212,6 @@ dstack_slurm_poll() {
     if [ -n "$p_more" ]; then
       echo "S $p_n running"
     elif [ -n "$p_done" ]; then
-      p_code=""
-      { read -r p_code < "$p_d/exit"; } 2>/dev/null
       echo "S $p_n exit $p_code"
     else
       case $q_state in
@@ -207,7 +219,7 @@ dstack_slurm_poll() {
           echo "S $p_n running" ;;
         *)
           # Slurm ended it: the wrapper may have written its exit code just now.
-          if [ -f "$p_d/exit" ]; then echo "S $p_n running"; else echo "S $p_n gone"; fi ;;
+          if { read -r p_code < "$p_d/exit"; } 2>/dev/null; then echo "S $p_n running"; else echo "S $p_n gone"; fi ;;
       esac
     fi
     p_n=$((p_n + 1))

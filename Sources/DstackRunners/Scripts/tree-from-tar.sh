@@ -7,6 +7,7 @@ cd "$1" || exit 2
 id=$2 b=".b-$2-$3"
 mkdir -p trees || exit 2
 cd trees || exit 2
-rm -rf "$b" && mkdir "$b" || exit 2
-tar -C "$b" -xpf - || { rm -rf "$b"; exit 3; }
-mv -f "$b/.dstack-manifest-$3" "$b.manifest" || { rm -rf "$b"; exit 3; }
+# The code goes in $b/repo, as tree-build.sh does.
+rm -rf "$b" && mkdir "$b" "$b/repo" || exit 2
+tar -C "$b/repo" -xpf - || { rm -rf "$b"; exit 3; }
+mv -f "$b/repo/.dstack-manifest-$3" "$b.manifest" || { rm -rf "$b"; exit 3; }
