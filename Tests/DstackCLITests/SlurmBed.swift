@@ -29,10 +29,11 @@ final class SlurmBed: Sendable {
     static var script: String { Sandbox.repositoryRoot.appendingPathComponent("scripts/testbed-slurm").path }
 
     /// A hosts inventory: runner `r1` is the cluster (kind slurm, its work directory on the "shared" filesystem,
-    /// which here is this machine's), the others plain SSH runners; `extra` adds fields to a runner by index.
-    func inventory(extra: [Int: String] = [:], maxJobs: Int? = nil) -> String {
+    /// which here is this machine's; `time` its default limit in minutes), the others plain SSH runners; `extra` adds
+    /// fields to a runner by index.
+    func inventory(extra: [Int: String] = [:], maxJobs: Int? = nil, time: String = "10") -> String {
         var more = extra
-        more[0] = "kind: slurm\npartition: debug\ntime: \"10\"\n" + (extra[0] ?? "")
+        more[0] = "kind: slurm\npartition: debug\ntime: \"\(time)\"\n" + (extra[0] ?? "")
         return ssh.inventory(extra: more, maxJobs: maxJobs)
     }
 

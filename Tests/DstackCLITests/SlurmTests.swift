@@ -219,6 +219,32 @@ import Testing
         #expect((after["slow"]?["attempts"] as? [Any])?.count == 1, "a cancelled job is not retried")
     }
 
+    /// Slurm's time limit is a minute at least, and Slurm enforces it on its own clock (every 30 s or so here):
+    /// this test takes 60-100 s.
+    @Test func slurmsTimeLimitFailsTheJobWithSlurmsReason() throws {
+        let bed = try SlurmBed()
+        defer { bed.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("""
+            workflows:
+              - name: forever
+                commands: [echo started, sleep 600]
+            """)
+        // The runner's default time limit (no max_duration, so dstack's own watchdog is not involved): 1 minute.
+        try box.write(".dstack/hosts.yaml", bed.inventory(time: "1"))
+        let result = try box.dstack(["run", "forever"], environment: bed.environment)
+        #expect(result.status == 1, "\(result.output)")
+        let run = try box.lastRun(bed.environment)
+        let job = try #require(try box.jobs(run)["forever"])
+        #expect(job["status"] as? String == "failed")
+        let id = try #require(slurmId(job))
+        let reason = job["reason"] as? String ?? ""
+        #expect(reason.contains("Slurm ended job \(id) as TIMEOUT"), "\(reason)")
+        #expect((job["attempts"] as? [Any])?.count == 1, "a job past its time limit is not retried")
+        #expect(try bed.job(id)["JobState"] == "TIMEOUT")
+    }
+
     @Test func aNodeFailureLosesTheJobAndItIsTriedAgain() throws {
         let bed = try SlurmBed()
         defer { bed.stop() }
