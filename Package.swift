@@ -66,6 +66,8 @@ let package = Package(
             .embedInCode("Scripts/artifacts-inspect.sh"),
             .embedInCode("Scripts/transfer.sh"),
             .embedInCode("Scripts/python-env.sh"),
+            .embedInCode("Scripts/slurm.sh"),
+            .embedInCode("Scripts/slurm-batch.sh"),
         ]),
         .target(name: "DstackCore", dependencies: [
             "DstackModel", "DstackStorage", "DstackRunners",

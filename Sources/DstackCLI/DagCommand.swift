@@ -64,10 +64,11 @@ extension DstackCommand {
                 try c.encode(info?.labels, forKey: .labels)
                 try c.encode(info?.locks, forKey: .busy)
                 try c.encode(info?.pythons, forKey: .pythons)
+                try c.encode(info?.slurm, forKey: .slurm)
             }
 
             enum CodingKeys: String, CodingKey {
-                case name, via, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy, pythons
+                case name, via, reachable, error, os, cpus, memory, gpus, engine, diskFree, maxJobs, labels, busy, pythons, slurm
             }
         }
 
@@ -87,14 +88,22 @@ extension DstackCommand {
                         rows.append([name, "unreachable", e.error ?? "", "", "", "", "", "", ""])
                         continue
                     }
-                    let gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
-                    let busy = info.locks.filter { $0.hasPrefix("slot-") }.count
-                    rows.append([name, "ok", info.os, String(info.cpus), formatBytes(info.memory), gpus, info.engine ?? "-",
-                                 info.diskFree.map(formatBytes) ?? "-", "\(busy)/\(info.maxJobs)"])
+                    var gpus = info.gpus.isEmpty ? "-" : info.gpus.map { "\($0.index):\($0.name) \(formatBytes($0.memory))" }.joined(separator: ", ")
+                    var busy = info.locks.filter { $0.hasPrefix("slot-") }.count
+                    if let slurm = info.slurm {
+                        // A cluster: the largest node's resources, GPUs as GRES, this user's jobs in the queue.
+                        gpus = info.gpus.isEmpty ? "-" : "\(info.gpus.count)x \(info.gpus[0].name) (GRES)"
+                        busy = slurm.queued.count
+                    }
+                    rows.append([name, info.slurm == nil ? "ok" : "ok (slurm)", info.os, String(info.cpus), formatBytes(info.memory),
+                                 gpus, info.engine ?? "-", info.diskFree.map(formatBytes) ?? "-", "\(busy)/\(info.maxJobs)"])
                 }
                 Terminal.out(Terminal.table(["RUNNER", "STATUS", "OS", "CPUS", "MEMORY", "GPUS", "ENGINE", "DISK FREE", "BUSY"], rows))
                 for e in entries where e.info?.locks.isEmpty == false {
                     for lock in e.info!.locks { Terminal.out("  \(e.name): \(lock)") }
+                }
+                for e in entries {
+                    if let slurm = e.info?.slurm { Terminal.out(Self.describe(slurm, runner: e.name)) }
                 }
             }
         }
@@ -149,6 +158,24 @@ enum DagRenderer {
             }
             lines.append("  classDef cached fill:#ddd,stroke:#999")
         }
+        return lines.joined(separator: "\n")
+    }
+}
+
+extension DstackCommand.Runners {
+    /// A Slurm runner's partitions, nodes and queued jobs, one indented line each, under the table.
+    static func describe(_ cluster: SlurmCluster, runner: String) -> String {
+        var lines: [String] = []
+        for p in cluster.partitions {
+            lines.append("  \(runner): partition \(p.name) \(p.availability), \(p.nodes) node\(p.nodes == 1 ? "" : "s"), time limit \(p.timeLimit)")
+        }
+        let states = Dictionary(grouping: cluster.nodes, by: { $0.state }).map { "\($0.value.count) \($0.key)" }.sorted()
+        lines.append("  \(runner): nodes \(states.isEmpty ? "none" : states.joined(separator: ", "))")
+        for node in cluster.nodes {
+            lines.append("  \(runner):   \(node.name) \(node.state), \(node.cpus) CPUs, \(formatBytes(node.memoryMB << 20))"
+                         + (node.gres == "(null)" ? "" : ", \(node.gres)"))
+        }
+        for job in cluster.queued { lines.append("  \(runner): queued \(job)") }
         return lines.joined(separator: "\n")
     }
 }

@@ -17,6 +17,7 @@ struct RunJSON: Encodable {
         let attempts: [Attempt]
         let startedAt: Date?
         let finishedAt: Date?
+        let slurm: SlurmJobState?
 
         func encode(to encoder: Encoder) throws {
             // Every key is always present (null when unknown), so scripts can index without checks.
@@ -32,10 +33,11 @@ struct RunJSON: Encodable {
             try c.encode(attempts, forKey: .attempts)
             try c.encode(startedAt, forKey: .startedAt)
             try c.encode(finishedAt, forKey: .finishedAt)
+            try c.encode(slurm, forKey: .slurm)
         }
 
         enum CodingKeys: String, CodingKey {
-            case id, workflow, status, runner, exitCode, signal, reason, cacheKey, attempts, startedAt, finishedAt
+            case id, workflow, status, runner, exitCode, signal, reason, cacheKey, attempts, startedAt, finishedAt, slurm
         }
     }
 
@@ -108,7 +110,7 @@ struct RunJSON: Encodable {
         jobs = run.jobs.map {
             Job(id: $0.id, workflow: $0.workflow, status: $0.status.rawValue, runner: $0.runner, exitCode: $0.exitCode,
                 signal: $0.signal, reason: $0.reason, cacheKey: $0.cacheKey, attempts: $0.attempts,
-                startedAt: $0.startedAt, finishedAt: $0.finishedAt)
+                startedAt: $0.startedAt, finishedAt: $0.finishedAt, slurm: $0.slurm)
         }
     }
 }
@@ -163,7 +165,7 @@ extension DstackCommand {
                         i == 0 ? run.name : "",
                         i == 0 ? run.workflow : "",
                         job.workflow,
-                        Terminal.paint(job.status.rawValue, Terminal.color(for: job.status), stdout: true)
+                        Terminal.paint(job.displayStatus, Terminal.color(for: job.status), stdout: true)
                             + (job.status == .failed ? " (\(job.exitCode.map { "exit \($0)" } ?? job.reason ?? ""))" : "")
                             + (job.status == .uploading ? job.transfer.map { " \(formatBytes($0.done)) / \(formatBytes($0.total))" } ?? "" : ""),
                         job.runner ?? "",

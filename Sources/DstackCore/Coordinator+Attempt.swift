@@ -73,6 +73,8 @@ extension Coordinator {
                     sink.emit(.notice("[\(job.workflow)] \(text)"))
                 case .transferred(let bytes):
                     fetching?.add(bytes)
+                case .scheduler(let state):
+                    await recordScheduler(job, state)
                 }
             }
         } catch let error as RunnerError {

@@ -160,6 +160,7 @@ public struct Planner: Sendable {
             var launch = JobLaunch(jobId: jobId, commands: commands, environment: environment,
                                    workingDir: workingDir, image: image)
             launch.secretNames = wf.secrets.map(\.value)
+            launch.slurm = SlurmRequest(resources: resources, maxDuration: wf.maxDuration, options: wf.slurm)
             jobs.append(PlannedJob(
                 workflow: name, id: jobId, dependsOn: runtimeDeps, tagDependencies: tagDeps,
                 launch: launch,

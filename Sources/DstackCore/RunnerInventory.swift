@@ -3,7 +3,7 @@ import DstackRunners
 import DstackSSH
 import Foundation
 
-/// Finds and reads the hosts inventory, and turns it into SSH runners.
+/// Finds and reads the hosts inventory, and turns it into SSH runners (and Slurm runners, for `kind: slurm`).
 enum RunnerInventory {
     /// The SSH runners of the inventory found from `options` (`--hosts`, `$DSTACK_HOSTS`, `.dstack/hosts.yaml`,
     /// `~/.dstack/hosts.yaml`, first found), or nil when there is none: then jobs run on the local runner.
@@ -72,6 +72,8 @@ enum RunnerInventory {
             config.storagePath = runner.storagePath
             // How long a runner may stay unreachable before its jobs count as lost (docs/failures.md).
             config.lostTimeout = .milliseconds(Int64((env["DSTACK_LOST_TIMEOUT"].flatMap(Double.init) ?? 60) * 1000))
+            // A Slurm cluster's login node: reached the same way, its jobs submitted with sbatch (docs/slurm.md).
+            if let slurm = runner.slurm { return SlurmRunner(config, settings: slurm) }
             return SSHRunner(config)
         }
     }

@@ -6,7 +6,7 @@ extension Inventory {
                                       "transport"]
     /// The keys a runner may hold.
     public static let runnerKeys = ["name", "host", "user", "port", "identity_file", "workdir", "max_jobs", "labels",
-                                    "resources", "proxy_jump", "transport", "storage_path"]
+                                    "resources", "proxy_jump", "transport", "storage_path", "kind"] + slurmRunnerKeys
 
     /// Parses and validates a hosts inventory; every problem found is reported at once, in file order, each with
     /// its location, the line and a caret.
@@ -106,8 +106,11 @@ extension Inventory {
         var host: Located<String>?
         var resources: ResourceOverride?
         var storagePath: Located<String>?
+        var slurm = SlurmFields()
         for (key, _, value) in pairs {
             switch key {
+            case "kind", "partition", "account", "qos", "time":
+                slurm.read(key, value, &r)
             case "name":
                 name = r.string(value, what: "'name'")
                 if let n = name, !isValidRunnerName(n.value) {
@@ -147,6 +150,7 @@ extension Inventory {
         spec.proxyJump = fields.proxyJump
         spec.transport = fields.transport
         spec.storagePath = storagePath
+        spec.slurm = slurm.settings(&r)
         return spec
     }
 

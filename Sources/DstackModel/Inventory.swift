@@ -87,6 +87,8 @@ public struct RunnerSpec: Sendable, Hashable {
     public var transport: Located<String>?
     /// Where this runner sees the storage directory (`storage_path:`, a shared mount), if it does.
     public var storagePath: Located<String>?
+    /// For a runner of `kind: slurm` (a cluster's login node), its Slurm settings; nil for an SSH runner.
+    public var slurm: SlurmSettings?
 
     /// Creates a runner entry; only `name` and `host` are required.
     public init(name: Located<String>, host: Located<String>, user: Located<String>? = nil, port: Located<Int>? = nil,
@@ -170,6 +172,8 @@ public struct ResolvedRunner: Sendable, Hashable {
     public var serverAliveInterval: Int?
     /// Where this runner sees the storage directory (`storage_path:`), if it does.
     public var storagePath: String?
+    /// For a runner of `kind: slurm`, its Slurm settings; nil for an SSH runner.
+    public var slurm: SlurmSettings?
 
     /// Creates a resolved runner.
     public init(name: String, host: Located<String>, hostname: String, port: Int, user: String,
@@ -268,6 +272,7 @@ extension Inventory {
             runner.storagePath = spec.storagePath?.value
             runner.jumps = chain.map { $0.resolve(home: home, localUser: localUser, lookup: lookup) }
             if let sshConfigName { runner.sshConfigName = sshConfigName }
+            runner.slurm = spec.slurm
             let expansionForFiles = expansion
             runner.identitiesOnly = ssh.identitiesOnly ?? false
             runner.knownHostsFile = ssh.userKnownHostsFiles.first.map { expansionForFiles.expandPath($0) }

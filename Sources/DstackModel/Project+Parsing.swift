@@ -1,6 +1,6 @@
 /// The keys a workflow may have.
 public let workflowKeys = ["name", "help", "image", "depends-on", "commands", "artifacts", "environment",
-                           "working_dir", "resources", "labels", "retry", "max_duration", "secrets"] + providerKeys
+                           "working_dir", "resources", "labels", "retry", "max_duration", "secrets", "slurm"] + providerKeys
 
 extension Project {
     /// The valid workflows, and the names of all workflows written, broken ones included, so that a broken
@@ -42,6 +42,7 @@ extension Project {
         var retryLimit = 0
         var maxDuration: Double?
         var secrets: [Located<String>] = []
+        var slurm: SlurmWorkflowOptions?
 
         for (key, _, value) in pairs {
             switch key {
@@ -115,6 +116,8 @@ extension Project {
                 }
             case "secrets":
                 secrets = parseSecretNames(value, &r)
+            case "slurm":
+                slurm = parseSlurmOptions(value, &r)
             default: break
             }
         }
@@ -142,6 +145,7 @@ extension Project {
         workflow.provider = provider
         workflow.python = python
         workflow.secrets = secrets
+        workflow.slurm = slurm
         return workflow
     }
 

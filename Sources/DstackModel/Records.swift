@@ -110,6 +110,8 @@ public struct JobRecord: Sendable, Codable, Hashable {
     public var attempts: [Attempt]
     /// Artifact bytes moved so far while the job stores (or fetches) them directly; nil otherwise.
     public var transfer: TransferProgress?
+    /// On a Slurm runner: the job's Slurm id, state and reason, as last seen.
+    public var slurm: SlurmJobState?
 
     /// Creates a job record in state `submitted`.
     public init(id: String, workflow: String, cacheKey: String, dependsOn: [String],

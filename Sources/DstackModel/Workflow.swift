@@ -31,6 +31,8 @@ public struct Workflow: Sendable, Hashable {
     /// Secrets the job receives as environment variables, by name (`secrets: [HF_TOKEN]`); their values come
     /// from this machine's secret store when the run starts and are never written down.
     public var secrets: [Located<String>] = []
+    /// What the job asks of Slurm when it runs on a runner of `kind: slurm` (ignored elsewhere).
+    public var slurm: SlurmWorkflowOptions?
 
     /// Creates a workflow.
     public init(name: Located<String>, help: String? = nil, image: Located<String>? = nil,

@@ -24,9 +24,11 @@ final class Agent: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Starts an agent over `session` and waits until it is ready.
-    static func start(on session: any RemoteSession, runner: String, logger: Logger) async throws -> Agent {
-        let agent = Agent(process: session.startProcess(RunnerScript.agentProgram, label: "the agent shell"), runner: runner, logger: logger)
+    /// Starts an agent over `session` (its text `script`: the agent's program, or another runner kind's functions
+    /// in front of it) and waits until it is ready.
+    static func start(on session: any RemoteSession, runner: String, logger: Logger,
+                      script: String = RunnerScript.agentProgram) async throws -> Agent {
+        let agent = Agent(process: session.startProcess(script, label: "the agent shell"), runner: runner, logger: logger)
         let reader = Task { await agent.read() }
         do {
             _ = try await agent.enqueue(nil)

@@ -17,6 +17,7 @@ extension JobLaunch {
         image = try c.decodeIfPresent(String.self, forKey: .image)
         gpus = try c.decodeIfPresent([Int].self, forKey: .gpus) ?? []
         secretNames = try c.decodeIfPresent([String].self, forKey: .secretNames) ?? []
+        slurm = try c.decodeIfPresent(SlurmRequest.self, forKey: .slurm)
     }
 }
 

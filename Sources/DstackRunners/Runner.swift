@@ -25,6 +25,8 @@ public struct RunnerInfo: Sendable, Hashable, Codable {
     public var locks: [String] = []
     /// The `python3.X` interpreters on its `PATH`, by version (`3.11`), for jobs that ask for one.
     public var pythons: [String] = []
+    /// For a Slurm runner: the cluster's partitions, nodes and this user's queued jobs, as probed.
+    public var slurm: SlurmCluster?
 
     /// Creates runner info.
     public init(name: String, os: String, cpus: Int, memory: Int64, gpus: [GPU], maxJobs: Int, labels: [String] = []) {
@@ -97,10 +99,12 @@ public struct JobLaunch: Sendable, Hashable, Codable {
     /// Their values: in memory only, delivered through the job's 0600 `secrets.env`, never encoded (left out of
     /// `CodingKeys`) nor printed (`SecretValues` shows `***`).
     public var secretValues = SecretValues()
+    /// What a Slurm runner asks `sbatch` for (resources, time limit, the workflow's `slurm:` options).
+    public var slurm: SlurmRequest?
 
     // secrets: `secretValues` is deliberately absent, so no record ever holds a value.
     enum CodingKeys: String, CodingKey {
-        case jobId, commands, environment, workingDir, image, gpus, secretNames
+        case jobId, commands, environment, workingDir, image, gpus, secretNames, slurm
     }
 
     /// Creates a launch description.
@@ -223,6 +227,8 @@ public enum JobEvent: Sendable, Equatable {
     case notice(String)
     /// Bytes of dependency artifacts the runner fetched itself from the bucket (progress of a direct transfer).
     case transferred(Int64)
+    /// A batch scheduler's word on the job (a Slurm runner: its job id, state and pending reason), to record.
+    case scheduler(SlurmJobState)
 }
 
 extension Runner {

@@ -22,6 +22,10 @@ public enum RunnerScript: String, CaseIterable, Sendable {
     case artifactsInspect = "artifacts-inspect"
     /// Moves artifact bytes between the runner and a bucket through presigned URLs (docs/transfers.md).
     case transfer
+    /// The agent's functions for a Slurm runner (submit, poll, stop, probe), sent before the agent's text.
+    case slurm
+    /// The batch script of a job on a Slurm runner: the wrapper, in the foreground.
+    case slurmBatch = "slurm-batch"
 
     /// What is sent to start an agent: `agent.sh` with the text of `wrapper.sh` in `dstack_wrapper`, and the name of
     /// the file it is kept in (`wrapperFileName`), in front of it.
@@ -55,6 +59,8 @@ public enum RunnerScript: String, CaseIterable, Sendable {
         case .objectsAdopt: bytes = PackageResources.objects_adopt_sh
         case .artifactsInspect: bytes = PackageResources.artifacts_inspect_sh
         case .transfer: bytes = PackageResources.transfer_sh
+        case .slurm: bytes = PackageResources.slurm_sh
+        case .slurmBatch: bytes = PackageResources.slurm_batch_sh
         }
         return String(decoding: bytes, as: UTF8.self)
     }

@@ -51,10 +51,15 @@ public final class SSHRunner: Runner, Sendable {
     let logger: Logger
 
     /// Creates a runner; nothing is connected until it is used.
-    public init(_ config: SSHRunnerConfig, logger: Logger = Logger(label: "dstack.runner")) {
+    public convenience init(_ config: SSHRunnerConfig, logger: Logger = Logger(label: "dstack.runner")) {
+        self.init(config, logger: logger, agentScript: RunnerScript.agentProgram)
+    }
+
+    /// Creates a runner whose agent shell runs `agentScript` (a Slurm runner's functions, then the agent's).
+    init(_ config: SSHRunnerConfig, logger: Logger, agentScript: String) {
         self.name = config.name
         self.config = config
-        self.connection = SSHConnection(options: config.ssh, logger: logger)
+        self.connection = SSHConnection(options: config.ssh, logger: logger, agentScript: agentScript)
         self.logger = logger
     }
 
@@ -579,12 +584,14 @@ public final class SSHRunner: Runner, Sendable {
 actor SSHConnection {
     let options: SSHOptions
     let logger: Logger
+    let agentScript: String
     var current: (any RemoteSession)?
     var currentAgent: Agent?
 
-    init(options: SSHOptions, logger: Logger) {
+    init(options: SSHOptions, logger: Logger, agentScript: String = RunnerScript.agentProgram) {
         self.options = options
         self.logger = logger
+        self.agentScript = agentScript
     }
 
     /// A connection being opened: callers that come meanwhile (the actor is reentrant at every await) wait for
@@ -623,8 +630,8 @@ actor SSHConnection {
         currentAgent = nil
         if let startingAgent { return try await startingAgent.value }
         let session = try await session()
-        let logger = self.logger
-        let task = Task { try await Agent.start(on: session, runner: runner, logger: logger) }
+        let (logger, script) = (self.logger, self.agentScript)
+        let task = Task { try await Agent.start(on: session, runner: runner, logger: logger, script: script) }
         startingAgent = task
         defer { startingAgent = nil }
         let agent = try await task.value

@@ -435,6 +435,7 @@ struct InventoryExampleTests {
                                                        cpu: u(o.cpu), memory: u(o.memory))
                                   })
             spec.storagePath = u(r.storagePath)
+            spec.slurm = r.slurm
             return spec
         }
         return out
@@ -455,6 +456,12 @@ struct InventoryExampleTests {
                 RunnerSpec(name: v("gpu-2"), host: v("lab-gpu-2"), maxJobs: v(4),
                            resources: ResourceOverride(gpuCount: v(2), cpu: v(32), memory: v(256 << 30))),
                 cpuBox,
+                {
+                    var hpc = RunnerSpec(name: v("hpc"), host: v("login.hpc.example.org"), workdir: v("/shared/ml/.dstack"),
+                                         maxJobs: v(50))
+                    hpc.slurm = SlurmSettings(partition: "gpu", account: "ml-lab", qos: "normal", time: "4:00:00")
+                    return hpc
+                }(),
             ],
             source: source)
         #expect(unlocated(parsed) == expected)
@@ -516,8 +523,15 @@ struct InventoryExampleTests {
                            identityFiles: ["/home/me/.ssh/lab_labuser"], workdir: "~/.dstack-runner", maxJobs: 4,
                            resources: parsed.runners[1].resources),
             cpuBox,
+            {
+                var hpc = ResolvedRunner(name: "hpc", host: parsed.runners[3].host, hostname: "login.hpc.example.org", port: 22,
+                                         user: "ml", identityFiles: ["/home/me/.ssh/id_ed25519"], workdir: "/shared/ml/.dstack",
+                                         maxJobs: 50)
+                hpc.slurm = SlurmSettings(partition: "gpu", account: "ml-lab", qos: "normal", time: "4:00:00")
+                return hpc
+            }(),
         ])
-        #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack"])
+        #expect(runners.map(\.remoteWorkdir) == [".dstack-runner", ".dstack-runner", "/scratch/dstack", "/shared/ml/.dstack"])
     }
 }
 
