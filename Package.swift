@@ -102,6 +102,7 @@ if Context.environment["DSTACK_FUZZ"] != nil {
         ("FuzzSSHConfig", ["DstackModel"]),
         ("FuzzKnownHosts", ["DstackSSH"]),
         ("FuzzManifest", ["DstackModel"]),
+        ("FuzzAgentReply", ["DstackRunners"]),
     ]
     for fuzzer in fuzzers {
         package.targets.append(.executableTarget(

@@ -110,6 +110,14 @@ struct AgentParser {
     private var frame: (index: Int, remaining: Int)?
     /// Whether the agent said it is ready (anything the login shell printed before is skipped).
     private(set) var ready = false
+    /// Inside a line longer than `longestLine`, skipped to its end.
+    private var skippingLine = false
+    /// A runner is another machine: what it sends is bounded here. The agent's lines are short and its log frames
+    /// at most 4 MiB; anything beyond these is not the protocol.
+    static let longestLine = 1 << 20
+    static let largestFrame = 64 << 20
+    static let mostUnexpectedLines = 20
+    private var unexpected = 0
 
     /// Takes more output; returns the replies it completed, in order.
     mutating func feed(_ bytes: Data) -> [AgentReply] {
@@ -129,7 +137,21 @@ struct AgentParser {
                 frame = nil
                 continue
             }
-            guard let newline = buffer.firstIndex(of: 0x0A) else { return done }
+            guard let newline = buffer.firstIndex(of: 0x0A) else {
+                if buffer.count > Self.longestLine {
+                    buffer.removeAll()
+                    if !skippingLine { unexpectedLine("a line longer than \(Self.longestLine) bytes") }
+                    skippingLine = true
+                }
+                return done
+            }
+            let length = buffer.distance(from: buffer.startIndex, to: newline)
+            if skippingLine || length > Self.longestLine {
+                if !skippingLine { unexpectedLine("a line longer than \(Self.longestLine) bytes") }
+                skippingLine = false
+                buffer.removeSubrange(buffer.startIndex...newline)
+                continue
+            }
             let line = String(decoding: buffer[buffer.startIndex..<newline], as: UTF8.self)
             buffer.removeSubrange(buffer.startIndex...newline)
             if !ready {
@@ -147,17 +169,29 @@ struct AgentParser {
                 if words.count > 2, let index = Int(words[1]) { reply.states[index] = PollState(Array(words[2...])) }
             case "D":
                 if words.count > 2, let index = Int(words[1]), let length = Int(words[2]), length >= 0 {
-                    frame = (index, length)
+                    if length <= Self.largestFrame {
+                        frame = (index, length)
+                    } else {
+                        unexpectedLine(line)
+                    }
                 }
             case ".":
                 reply.status = AgentStatus(words.count > 1 ? Int32(words[1]) ?? -1 : -1)
                 done.append(reply)
                 reply = AgentReply()
+                unexpected = 0
             default:
                 // Not the protocol (a job's stray output cannot reach here; a broken agent could): keep it as an
                 // error event so that a failure says what was seen.
-                reply.events.append("error unexpected agent output: \(line)")
+                unexpectedLine(line)
             }
         }
+    }
+
+    /// Records what was not the protocol, as an error event of the reply under way (the first few per reply).
+    private mutating func unexpectedLine(_ line: String) {
+        unexpected += 1
+        guard unexpected <= Self.mostUnexpectedLines else { return }
+        reply.events.append("error unexpected agent output: \(line.prefix(200))")
     }
 }

@@ -306,6 +306,23 @@ import Glibc
         #expect(LocalRunner.exitCode(base.appendingPathComponent("jobs/j/exit").path) == "0")
     }
 
+    @Test func whatARunnerSendsBackIsBounded() {
+        // A runner is another machine: a frame announcing more than any poll sends, an endless line, or a flood of
+        // lines that are not the protocol cost bounded memory and still end in a reply.
+        var parser = AgentParser()
+        var replies = parser.feed(Data("dstack-agent ready 1\nD 0 99999999999\n. 0\n".utf8))
+        #expect(replies.count == 1)
+        #expect(replies.first?.errorText.contains("D 0 99999999999") == true)
+        #expect(replies.first?.data.isEmpty == true)
+        _ = parser.feed(Data(repeating: UInt8(ascii: "x"), count: AgentParser.longestLine + 10))
+        replies = parser.feed(Data("more\n. 3\n".utf8))
+        #expect(replies.count == 1)
+        #expect(replies.first?.status == .noFreeSlot)
+        #expect(replies.first?.events == ["error unexpected agent output: a line longer than \(AgentParser.longestLine) bytes"])
+        replies = parser.feed(Data(String(repeating: "junk\n", count: 1000).utf8) + Data(". 0\n".utf8))
+        #expect(replies.first?.events.count == AgentParser.mostUnexpectedLines)
+    }
+
     @Test func aValueWithALineBreakIsNeverFramedAsARequest() {
         #expect(throws: RunnerError.self) { try AgentRequest("stop", ["jobs/a\ndstack_finish / 1 x"]) }
     }
