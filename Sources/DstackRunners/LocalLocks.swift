@@ -106,11 +106,7 @@ struct LocalLocks {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 512)
-        #if canImport(Glibc)
-        let n = Glibc.read(fd, &buffer, buffer.count)
-        #else
-        let n = Darwin.read(fd, &buffer, buffer.count)
-        #endif
+        let n = read(fd, &buffer, buffer.count)
         guard n >= 0 else { return nil }
         return String(decoding: buffer[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -170,10 +166,6 @@ struct LocalLocks {
             guard n > 0 else { throw RunnerError.unavailable(runner: "local", reason: "cannot write \(path): \(String(cString: strerror(errno)))") }
             done += n
         }
-    }
-
-    private func read(_ path: String) -> String? {
-        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// A job's recorded wrapper pid (`PID BOOTID`), and whether that process is alive on this boot.

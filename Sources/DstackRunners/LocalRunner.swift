@@ -95,17 +95,7 @@ public struct LocalRunner: Runner {
     var locks: LocalLocks { LocalLocks(base: baseDirectory.path) }
 
     public func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try await attempt(request) { continuation.yield($0) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
+        .attempt { emit in try await self.attempt(request, emit: emit) }
     }
 
     /// One attempt, as the agent's `start` and `poll` do it on SSH runners, in this process.

@@ -54,17 +54,7 @@ public actor MemoryRunner: Runner {
     public func sync(_ snapshot: Snapshot) async throws -> Int { 0 }
 
     public nonisolated func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try await self.perform(request) { continuation.yield($0) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
+        .attempt { emit in try await self.perform(request, emit: emit) }
     }
 
     private func perform(_ request: JobStart, emit: @Sendable (JobEvent) -> Void) async throws {

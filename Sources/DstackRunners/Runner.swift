@@ -325,3 +325,21 @@ public enum RunnerError: Error, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension AsyncThrowingStream where Element == JobEvent, Failure == any Error {
+    /// The events an attempt emits, as `Runner.run` returns them: the stream ends when `attempt` returns (or with
+    /// what it throws), and the attempt is cancelled when nobody follows the stream any more.
+    static func attempt(_ attempt: @escaping @Sendable (_ emit: @escaping @Sendable (JobEvent) -> Void) async throws -> Void) -> Self {
+        AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await attempt { continuation.yield($0) }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+}

@@ -356,17 +356,7 @@ public final class SSHRunner: Runner, Sendable {
     }
 
     public func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try await self.attempt(request) { continuation.yield($0) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
+        .attempt { emit in try await self.attempt(request, emit: emit) }
     }
 
     /// One attempt: the agent's `start` (sent again after a dropped connection: it launches nothing twice), then

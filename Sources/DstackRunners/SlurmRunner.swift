@@ -95,17 +95,7 @@ public final class SlurmRunner: Runner, Sendable {
     public func disconnect() async { await login.disconnect() }
 
     public func run(_ request: JobStart) -> AsyncThrowingStream<JobEvent, any Error> {
-        AsyncThrowingStream { continuation in
-            let task = Task {
-                do {
-                    try await self.attempt(request) { continuation.yield($0) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
+        .attempt { emit in try await self.attempt(request, emit: emit) }
     }
 
     /// The agent's `slurm_submit` request of an attempt: its arguments (the sbatch options last, each one word)

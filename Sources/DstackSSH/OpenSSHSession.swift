@@ -54,18 +54,7 @@ public final class OpenSSHSession: RemoteSession, @unchecked Sendable {
     public static func connect(
         _ options: SSHOptions, retrying policy: RetryPolicy, logger: Logger = Logger(label: "dstack.ssh")
     ) async throws -> OpenSSHSession {
-        var delay = policy.initialDelay
-        var attempt = 1
-        while true {
-            do {
-                return try await connect(options, logger: logger)
-            } catch let error as SSHError where error.isTransient && attempt < policy.attempts {
-                logger.info("ssh \(options.hostKeyName): \(error); retrying in \(delay) (attempt \(attempt + 1) of \(policy.attempts))")
-                try await Task.sleep(for: delay)
-                delay = min(policy.maxDelay, delay * policy.multiplier)
-                attempt += 1
-            }
-        }
+        try await policy.connecting(options.hostKeyName, logger: logger) { try await connect(options, logger: logger) }
     }
 
     /// Starts the master connection and waits until its control socket is ready (authenticated) or it failed.

@@ -1,3 +1,4 @@
+import Logging
 /// How `SSHSession.connect(_:retrying:)` backs off between attempts.
 public struct RetryPolicy: Sendable {
     /// The most connection attempts, the first included.
@@ -15,5 +16,24 @@ public struct RetryPolicy: Sendable {
         self.initialDelay = initialDelay
         self.maxDelay = maxDelay
         self.multiplier = max(1, multiplier)
+    }
+}
+
+extension RetryPolicy {
+    /// Runs `connect` until it succeeds, fails for good, or the attempts run out, pausing with backoff after each
+    /// transient failure (refused, timed out, dropped) and logging it for `host`.
+    func connecting<T>(_ host: String, logger: Logger, _ connect: () async throws -> T) async throws -> T {
+        var delay = initialDelay
+        var attempt = 1
+        while true {
+            do {
+                return try await connect()
+            } catch let error as SSHError where error.isTransient && attempt < attempts {
+                logger.info("ssh \(host): \(error); retrying in \(delay) (attempt \(attempt + 1) of \(attempts))")
+                try await Task.sleep(for: delay)
+                delay = min(maxDelay, delay * multiplier)
+                attempt += 1
+            }
+        }
     }
 }

@@ -112,18 +112,7 @@ public final class SSHSession: Sendable {
     public static func connect(
         _ options: SSHOptions, retrying policy: RetryPolicy, logger: Logger = Logger(label: "dstack.ssh")
     ) async throws -> SSHSession {
-        var delay = policy.initialDelay
-        var attempt = 1
-        while true {
-            do {
-                return try await connect(options, logger: logger)
-            } catch let error as SSHError where error.isTransient && attempt < policy.attempts {
-                logger.info("ssh \(options.hostKeyName): \(error); retrying in \(delay) (attempt \(attempt + 1) of \(policy.attempts))")
-                try await Task.sleep(for: delay)
-                delay = min(policy.maxDelay, delay * policy.multiplier)
-                attempt += 1
-            }
-        }
+        try await policy.connecting(options.hostKeyName, logger: logger) { try await connect(options, logger: logger) }
     }
 
     /// Whether the connection still works: false once it was lost or closed (then reconnect).

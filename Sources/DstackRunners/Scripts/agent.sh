@@ -199,40 +199,56 @@ dstack_cleanup() {
 # the wrapper detached and answers E launched. A start sent again for the same attempt (after a dropped
 # connection) launches nothing twice: it reports what was done. CLEANUP lists finished jobs' folders to remove.
 dstack_start() {
-  s_base=$1 s_job=$2 s_attempt=$3 s_lines=${12}
-  # The payload: LINES whole lines, read by the builtin (no process).
-  s_payload="" s_i=0
-  while [ "$s_i" -lt "$s_lines" ] && IFS= read -r s_line <&3; do
-    s_payload="$s_payload$s_line
-"
-    s_i=$((s_i + 1))
-  done
+  s_base=$1 s_job=$2 s_attempt=$3
+  dstack_read_payload "${12}"
   cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
   s_base=$PWD
   # Finished jobs' folders and the locks released later go in one rm (before any lock is taken here).
   dstack_cleanup "${11}"
   [ -d jobs ] || mkdir -p jobs || return 2
-  # One starter per job at a time: a start whose connection dropped may still be running here. The lock file is
-  # made with noclobber (an O_EXCL create, no process) and holds its agent's pid, or "free" once done.
-  s_lock="jobs/.start-$s_job" s_i=0
-  while :; do
-    set -C
-    if { echo "$dstack_agent_pid" > "$s_lock"; } 2>/dev/null; then set +C; break; fi
-    set +C
-    s_other=""
-    { read -r s_other < "$s_lock"; } 2>/dev/null
-    if [ "$s_other" = free ] || { [ -n "$s_other" ] && ! kill -0 "$s_other" 2>/dev/null; }; then
-      echo "$dstack_agent_pid" > "$s_lock"
-      break
-    fi
-    s_i=$((s_i + 1))
-    [ "$s_i" -gt 600 ] && { echo "E error another start of $s_job holds $s_base/$s_lock"; return 2; }
-    sleep 0.1
-  done
+  dstack_lock_job "$s_base" "$s_job" start || return 2
   dstack_start_locked "$@"
   s_rc=$?
-  echo free > "$s_base/$s_lock"
+  dstack_unlock_job
   return "$s_rc"
+}
+
+# dstack_read_payload LINES: reads the payload that follows a request, LINES whole lines, into
+# dstack_payload_text, with the shell's own read (no process).
+dstack_read_payload() {
+  dstack_payload_text="" r_i=0
+  while [ "$r_i" -lt "$1" ] && IFS= read -r r_line <&3; do
+    dstack_payload_text="$dstack_payload_text$r_line
+"
+    r_i=$((r_i + 1))
+  done
+}
+
+# dstack_lock_job BASE JOB WHAT: one starter (or submitter) per job at a time: one whose connection dropped may
+# still be running here. The lock file BASE/jobs/.start-JOB is made with noclobber (an O_EXCL create, no process)
+# and holds its agent's pid, or "free" once done (dstack_unlock_job). Gives up after a minute (WHAT names the
+# request in the error).
+dstack_lock_job() {
+  dstack_job_lock="$1/jobs/.start-$2" l_i=0
+  while :; do
+    set -C
+    if { echo "$dstack_agent_pid" > "$dstack_job_lock"; } 2>/dev/null; then set +C; return 0; fi
+    set +C
+    l_other=""
+    { read -r l_other < "$dstack_job_lock"; } 2>/dev/null
+    if [ "$l_other" = free ] || { [ -n "$l_other" ] && ! kill -0 "$l_other" 2>/dev/null; }; then
+      echo "$dstack_agent_pid" > "$dstack_job_lock"
+      return 0
+    fi
+    l_i=$((l_i + 1))
+    [ "$l_i" -gt 600 ] && { echo "E error another $3 of $2 holds $dstack_job_lock; if no other dstack is starting it, remove that file"; return 2; }
+    sleep 0.1
+  done
+}
+
+# dstack_unlock_job: lets the next starter of the job locked last in.
+dstack_unlock_job() {
+  echo free > "$dstack_job_lock"
 }
 
 dstack_start_locked() {
@@ -301,9 +317,10 @@ dstack_start_locked() {
   return 0
 }
 
-# dstack_payload: evaluates a start's payload in the job's folder.
+# dstack_payload: evaluates the payload read last (dstack_read_payload) in the job's folder; its lines end with
+# `|| return 2`.
 dstack_payload() {
-  eval "$s_payload"
+  eval "$dstack_payload_text"
 }
 
 # dstack_poll BASE JOB OFFSET [JOB OFFSET]...: for each job, its log from byte OFFSET on (D N LENGTH, at most 4 MiB

@@ -14,37 +14,15 @@
 dstack_slurm_submit() {
   b_base=$1 b_job=$2 b_attempt=$3 b_snap=$4 b_wd=$5 b_clean=$6 b_lines=$7
   shift 7
-  # The payload: LINES whole lines, read by the builtin (as dstack_start reads its own).
-  b_payload="" b_i=0
-  while [ "$b_i" -lt "$b_lines" ] && IFS= read -r b_line <&3; do
-    b_payload="$b_payload$b_line
-"
-    b_i=$((b_i + 1))
-  done
+  dstack_read_payload "$b_lines"
   cd "$b_base" 2>/dev/null || { echo "E error cannot enter the work directory $b_base"; return 2; }
   b_base=$PWD
   dstack_cleanup "$b_clean"
   [ -d jobs ] || mkdir -p jobs || return 2
-  # One submitter per job at a time (a submit whose connection dropped may still run here): the lock file is
-  # made with noclobber and holds its agent's pid, or "free" once done.
-  b_lock="jobs/.start-$b_job" b_i=0
-  while :; do
-    set -C
-    if { echo "$dstack_agent_pid" > "$b_lock"; } 2>/dev/null; then set +C; break; fi
-    set +C
-    b_other=""
-    { read -r b_other < "$b_lock"; } 2>/dev/null
-    if [ "$b_other" = free ] || { [ -n "$b_other" ] && ! kill -0 "$b_other" 2>/dev/null; }; then
-      echo "$dstack_agent_pid" > "$b_lock"
-      break
-    fi
-    b_i=$((b_i + 1))
-    [ "$b_i" -gt 600 ] && { echo "E error another submit of $b_job holds $b_base/$b_lock"; return 2; }
-    sleep 0.1
-  done
+  dstack_lock_job "$b_base" "$b_job" submit || return 2
   dstack_slurm_submit_locked "$@"
   b_rc=$?
-  echo free > "$b_base/$b_lock"
+  dstack_unlock_job
   return "$b_rc"
 }
 
@@ -78,7 +56,7 @@ dstack_slurm_submit_locked() {
   if [ -d "$d.deps" ]; then
     cp -Rp "$d.deps/." "$d/repo/" && rm -rf "$d.deps" || { echo "E error cannot place the dependency artifacts in $d"; return 2; }
   fi
-  (cd "$d" && dstack_slurm_payload) || { echo "E error cannot write the job's files in $d"; return 2; }
+  (cd "$d" && dstack_payload) || { echo "E error cannot write the job's files in $d"; return 2; }
   : > "$d/log" || { echo "E error cannot create $d/log"; return 2; }
   # The wrapper: one file per work folder and wrapper text, as for jobs started here (agent.sh's dstack_wrapper).
   b_wrapper="$b_base/$dstack_wrapper_name"
@@ -102,11 +80,6 @@ dstack_slurm_submit_locked() {
   fi
   echo "E error sbatch refused the job: $(tr '\n' ' ' < "$d/sbatch.err")"
   return 7
-}
-
-# dstack_slurm_payload: evaluates a submit's payload in the job's folder (its lines end with `|| return 2`).
-dstack_slurm_payload() {
-  eval "$b_payload"
 }
 
 # dstack_slurm_cancel JOBDIR: cancels the job's Slurm job unless it wrote its exit code.
