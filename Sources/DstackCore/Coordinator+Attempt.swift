@@ -13,12 +13,15 @@ extension Coordinator {
         defer { if let staging { try? FileManager.default.removeItem(at: staging) } }
         var request: JobStart
         var fetching: TransferMeter?
+        // An attempt that ends before its job launched takes its live line away.
+        defer { fetching?.end() }
         let output: JobOutput
         do {
             try await ensureSynced(member)
             // A resumed attempt whose job is already running there needs no artifacts; one that never launched does.
             let directDependencies: [DirectGet]
-            (staging, directDependencies) = try await stageDependencies(job, on: member)
+            (staging, directDependencies, fetching) = try await stageDependencies(job, on: member,
+                                                                                  meter: TransferMeter(workflow: job.workflow, verb: "fetching", sink: sink))
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
             let cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)
@@ -33,7 +36,6 @@ extension Coordinator {
                                slots: member.info.maxJobs, owner: owner, exportGPUs: !member.info.gpus.isEmpty,
                                engine: member.info.engine, dependencies: staging, cleanup: cleanup)
             request.directDependencies = directDependencies
-            fetching = fetchMeter(job, directDependencies, on: member)
         } catch let error as RunnerError {
             if case .unavailable(_, let reason) = error { return .unreachable(job, runner: member.info.name, reason: reason) }
             return .ended(job, member, .failed(JobExit(code: nil, reason: "\(error)"), "\(error)"), released: false)

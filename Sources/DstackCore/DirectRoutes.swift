@@ -79,51 +79,106 @@ actor DirectRoutes {
     }
 }
 
-/// Counts bytes moved and reports the start and end of one job's transfer (size and rate).
+/// Counts the bytes of one job's artifact transfer and shows them: a line when it starts and one when it ends (size
+/// and rate), a live line on a terminal (bytes, rate, time left) and the job record's figures for `dstack status`.
+///
+/// A transfer may go in stretches (`begin`): through this machine, from the runner here, then from here to the
+/// bucket; the live line and the record follow the current stretch. Transfers under `DirectRoutes.minimum` are
+/// not announced, and their live line is not drawn.
 final class TransferMeter: Sendable {
     let workflow: String
+    /// `storing` or `fetching`.
     let verb: String
     let sink: any RunEventSink
     let started = ContinuousClock.now
-    let total: Int64
-    /// Bytes landed, and when the record was last told.
-    let state = LockedValue<(moved: Int64, told: ContinuousClock.Instant)>((0, .now))
     let record: @Sendable (TransferProgress) -> Void
 
-    init(workflow: String, verb: String, total: Int64, how: String, sink: any RunEventSink,
-         record: @escaping @Sendable (TransferProgress) -> Void) {
+    struct State {
+        var label: String
+        var total: Int64 = 0
+        var moved: Int64 = 0
+        var since = ContinuousClock.now
+        /// When the record was last told, and when the live line was last drawn.
+        var told = ContinuousClock.now
+        var drawn: ContinuousClock.Instant?
+        var announced = false
+        var over = false
+    }
+    let state: LockedValue<State>
+
+    init(workflow: String, verb: String, sink: any RunEventSink, record: @escaping @Sendable (TransferProgress) -> Void = { _ in }) {
         self.workflow = workflow
         self.verb = verb
         self.sink = sink
-        self.total = total
         self.record = record
-        sink.emit(.notice("[\(workflow)] \(verb) \(formatBytes(total)) \(how)"))
-        record(TransferProgress(done: 0, total: total))
+        state = LockedValue(State(label: verb))
     }
 
-    /// Adds bytes that landed; the job record hears of it at most once a second.
-    func add(_ bytes: Int64) {
-        let now = ContinuousClock.now
-        var tell: Int64?
-        var moved: Int64 = 0
-        state.update { value in
-            value.moved += bytes
-            moved = value.moved
-            if now - value.told >= .seconds(1) {
-                value.told = now
-                tell = value.moved
+    /// A stretch starts: about `total` bytes to move, shown as `label`. The first stretch worth showing is announced
+    /// with `announcement` (a line without the job's tag).
+    func begin(_ label: String, total: Int64, announcing announcement: @autoclosure () -> String) {
+        var announce = false
+        state.update { state in
+            state.label = label
+            state.total = total
+            state.moved = 0
+            state.since = .now
+            state.drawn = nil
+            if !state.announced, total >= DirectRoutes.minimum {
+                state.announced = true
+                announce = true
             }
         }
-        if let tell { record(TransferProgress(done: tell, total: total)) }
-        sink.emit(.transfer(workflow: workflow, TransferReport(verb: verb, done: moved, total: total,
-                                                               bytesPerSecond: Double(moved) / Self.seconds(since: started))))
+        if announce { sink.emit(.notice("[\(workflow)] \(announcement())")) }
+        if total >= DirectRoutes.minimum { record(TransferProgress(done: 0, total: total)) }
     }
 
-    /// Reports the end: bytes, time and rate.
-    func finish(total: Int64) {
-        sink.emit(.transfer(workflow: workflow, nil))
+    /// The total of the current stretch.
+    var total: Int64 { state.get().total }
+
+    /// Adds bytes that landed; the job record hears of it at most once a second, the live line five times.
+    func add(_ bytes: Int64) {
+        let now = ContinuousClock.now
+        var tell: TransferProgress?
+        var show: TransferReport?
+        state.update { state in
+            guard !state.over else { return }
+            state.moved += bytes
+            // An estimate (a folder's size) may fall short.
+            state.total = max(state.total, state.moved)
+            guard state.total >= DirectRoutes.minimum else { return }
+            if now - state.told >= .seconds(1) {
+                state.told = now
+                tell = TransferProgress(done: state.moved, total: state.total)
+            }
+            if state.drawn.map({ now - $0 >= .milliseconds(200) }) ?? true {
+                state.drawn = now
+                show = TransferReport(verb: state.label, done: state.moved, total: state.total,
+                                      bytesPerSecond: Double(state.moved) / Self.seconds(since: state.since))
+            }
+        }
+        if let tell { record(tell) }
+        if let show { sink.emit(.transfer(workflow: workflow, show)) }
+    }
+
+    /// Reports the end: `total` bytes moved `how`, the time and the rate (when the start was announced).
+    func finish(total: Int64, how: String = "") {
+        let announced = end()
+        guard announced else { return }
         let time = Self.seconds(since: started)
-        sink.emit(.notice("[\(workflow)] \(verb == "storing" ? "stored" : "fetched") \(formatBytes(total)) in \(formatDuration(time)) (\(formatBytes(Int64(Double(total) / time)))/s)"))
+        sink.emit(.notice("[\(workflow)] \(verb == "storing" ? "stored" : "fetched") \(formatBytes(total))\(how.isEmpty ? "" : " " + how) in \(formatDuration(time)) (\(formatBytes(Int64(Double(total) / time)))/s)"))
+    }
+
+    /// Takes the live line away (a failed transfer); returns whether the start was announced.
+    @discardableResult
+    func end() -> Bool {
+        var announced = false
+        state.update { state in
+            announced = state.announced
+            state.over = true
+        }
+        sink.emit(.transfer(workflow: workflow, nil))
+        return announced
     }
 
     /// Seconds since `start` (at least a millisecond, so that rates stay finite).
@@ -151,18 +206,39 @@ extension Coordinator {
                 try await storeSplit(job, direct: direct, storage: storage, staging: staging, large: large)
             }
         } else {
-            let started = ContinuousClock.now
-            let manifest = try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
-                try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
-                                               paths: job.artifacts, from: directory)
+            // Through this machine: from the runner here (unless it is this machine), then here to storage.
+            let workflow = job.workflow
+            let meter = TransferMeter(workflow: workflow, verb: "storing", sink: sink) { progress in
+                Task { await self.setTransfer(workflow, progress) }
             }
-            let total = manifest.files.reduce(0) { $0 + $1.size }
-            if total >= DirectRoutes.minimum {
-                let time = TransferMeter.seconds(since: started)
-                sink.emit(.notice("[\(job.workflow)] stored \(formatBytes(total)) through this machine in \(formatDuration(time)) (\(formatBytes(Int64(Double(total) / time)))/s)"))
+            defer { Task { await self.setTransfer(workflow, nil) } }
+            let (from, to) = (member.info.name, storageName)
+            let relayed = LockedValue(false)
+            let observer = TransferObserver(leg: { leg, bytes in
+                if leg == .fromRunner {
+                    relayed.set(true)
+                    meter.begin("storing from \(from)", total: bytes, announcing: "storing \(formatBytes(bytes)) from \(from) through this machine")
+                } else {
+                    meter.begin("storing to \(to)", total: bytes, announcing: "storing \(formatBytes(bytes)) to \(to)")
+                }
+            }, moved: meter.add)
+            do {
+                let manifest = try await TransferObserver.$current.withValue(observer) {
+                    try await runner.withArtifacts(jobId: job.id, paths: job.artifacts) { directory in
+                        try await store.storeArtifacts(cacheKey: job.cacheKey, run: runName, job: job.id,
+                                                       paths: job.artifacts, from: directory)
+                    }
+                }
+                meter.finish(total: manifest.files.reduce(0) { $0 + $1.size }, how: relayed.get() ? "through this machine" : "")
+            } catch {
+                meter.end()
+                throw error
             }
         }
     }
+
+    /// How transfer lines name the storage.
+    nonisolated var storageName: String { store.storage is DirectoryStorage ? "the storage" : "the bucket" }
 
     nonisolated private func storeSplit(_ job: PlannedJob, direct: any DirectTransferRunner, storage: any DirectStorage,
                                         staging: URL, large: [RunnerFile]) async throws -> ArtifactManifest {
@@ -173,10 +249,11 @@ extension Coordinator {
         try await storage.abortDirectUploads(under: store.artifactFilesPrefix(job.cacheKey))
         let total = large.reduce(0) { $0 + $1.size }
         let workflow = job.workflow
-        let meter = TransferMeter(workflow: workflow, verb: "storing", total: total,
-                                  how: "from \(direct.name) straight to \(storage is SharedDirectory ? "the storage" : "the bucket")", sink: sink) { progress in
+        let meter = TransferMeter(workflow: workflow, verb: "storing", sink: sink) { progress in
             Task { await self.setTransfer(workflow, progress) }
         }
+        meter.begin("storing", total: total,
+                    announcing: "storing \(formatBytes(total)) from \(direct.name) straight to \(storage is SharedDirectory ? "the storage" : "the bucket")")
         defer { Task { await self.setTransfer(workflow, nil) } }
         var uploads: [DirectUpload] = []
         do {
@@ -202,7 +279,7 @@ extension Coordinator {
             meter.finish(total: total)
             return manifest
         } catch {
-            sink.emit(.transfer(workflow: workflow, nil))
+            meter.end()
             for upload in uploads { await storage.abortDirectUpload(upload) }
             throw error
         }
@@ -220,12 +297,37 @@ extension Coordinator {
         close(fd)
     }
 
-    /// Reports a job's dependency files that its runner fetches itself (nil when there are none).
-    nonisolated func fetchMeter(_ job: PlannedJob, _ gets: [DirectGet], on member: PoolMember) -> TransferMeter? {
-        guard !gets.isEmpty else { return nil }
-        return TransferMeter(workflow: job.workflow, verb: "fetching", total: gets.reduce(0) { $0 + $1.size },
-                             how: "from \(store.storage is DirectoryStorage ? "the storage" : "the bucket") straight to \(member.info.name)",
-                             sink: sink) { _ in }
+    /// Stages a job's dependencies with a meter that shows them move: from storage to this machine (the relay's
+    /// first stretch), then, once the runner is sent them, to the runner (the relay's second stretch and the files
+    /// it fetches itself, which `Runner.run` reports as `.transferred`). Returns the meter when there is anything
+    /// for the runner to receive.
+    nonisolated func stageDependencies(_ job: PlannedJob, on member: PoolMember, meter: TransferMeter) async throws -> (URL?, [DirectGet], TransferMeter?) {
+        let (from, to) = (storageName, member.info.name)
+        let observer = TransferObserver(leg: { _, bytes in
+            meter.begin("fetching from \(from)", total: bytes, announcing: "fetching \(formatBytes(bytes)) from \(from) through this machine")
+        }, moved: meter.add)
+        let staging: URL?
+        let gets: [DirectGet]
+        do {
+            (staging, gets) = try await TransferObserver.$current.withValue(observer) { try await stageDependencies(job, on: member) }
+        } catch {
+            meter.end()
+            throw error
+        }
+        // The second stretch: what the runner receives from this machine (none for this machine's own runner) and
+        // what it fetches itself.
+        let relayed = member.runner is LocalRunner ? 0 : staging.map(FolderGrowth.size) ?? 0
+        let direct = gets.reduce(0) { $0 + $1.size }
+        guard relayed + direct > 0 else {
+            meter.end()
+            return (staging, gets, nil)
+        }
+        if direct >= relayed {
+            meter.begin("fetching", total: relayed + direct, announcing: "fetching \(formatBytes(direct)) from \(from) straight to \(to)")
+        } else {
+            meter.begin("fetching to \(to)", total: relayed + direct, announcing: "fetching \(formatBytes(relayed + direct)) through this machine to \(to)")
+        }
+        return (staging, gets, meter)
     }
 
     /// Like `stageDependencies`, but the large files of the dependencies' artifacts are left for the runner to fetch

@@ -378,7 +378,9 @@ public final class SSHRunner: Runner, Sendable {
                 if !deliveredDependencies, let dependencies = request.dependencies {
                     // Before the start: the start moves them into the job's repo/.
                     try await reaching {
-                        try await connection.session().uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps")
+                        try await connection.session().uploadTree(dependencies.path, paths: ["."], to: jobDir(job.jobId) + ".deps") {
+                            emit(.transferred($0))
+                        }
                     }
                     try await getDirect(jobId: job.jobId, request.directDependencies) { emit(.transferred($0)) }
                     deliveredDependencies = true
@@ -540,6 +542,13 @@ public final class SSHRunner: Runner, Sendable {
         let direct = entries.filter { $0.isLargeFile && !insideTree($0.path) }
         let tree = entries.filter { !$0.isLargeFile || insideTree($0.path) }.map(\.path)
         let session = try await connection.session()
+        // People see the bytes arrive: what has landed in the staging folder, every half second.
+        var watch: Task<Void, Never>?
+        if let observer = TransferObserver.current {
+            observer.leg(.fromRunner, entries.reduce(0) { $0 + ($1.size ?? 0) })
+            watch = FolderGrowth.watch(staging, observer.moved)
+        }
+        defer { watch?.cancel() }
         try await withThrowingTaskGroup(of: Void.self) { group in
             if !tree.isEmpty {
                 group.addTask { try await session.downloadTree(repo, paths: tree, to: staging.path) }
@@ -643,6 +652,7 @@ struct ArtifactEntry: Equatable {
     var path: String
     /// For a plain file: its permission bits and size; nil for a folder, a link or anything else.
     var mode: UInt32?
+    /// A plain file's size, or about how much a folder holds (`du -sk`); nil when unknown.
     var size: Int64?
 
     /// Whether it is a plain file worth a channel of its own.
@@ -658,6 +668,8 @@ struct ArtifactEntry: Equatable {
             if fields[0] == "f", fields.count >= 4, let mode = permissions(fields[2]) {
                 entry.mode = mode
                 entry.size = Int64(fields[3])
+            } else if fields[0] == "o", fields.count >= 3, let kib = Int64(fields[2]) {
+                entry.size = kib * 1024
             }
             return entry
         }

@@ -127,7 +127,7 @@ public final class SlurmRunner: Runner, Sendable {
 
     /// One attempt: the agent's `slurm_submit` (sent again after a dropped connection: it submits nothing twice),
     /// then polls (batched with the other jobs' by `SlurmPoller`) of the log and Slurm's state until the job ended.
-    func attempt(_ request: JobStart, emit: @Sendable (JobEvent) -> Void) async throws {
+    func attempt(_ request: JobStart, emit: @escaping @Sendable (JobEvent) -> Void) async throws {
         let job = request.launch
         let submit = try submitRequest(request)
         var offset = request.logOffset
@@ -144,7 +144,9 @@ public final class SlurmRunner: Runner, Sendable {
             do {
                 if !deliveredDependencies, let dependencies = request.dependencies {
                     try await login.reaching {
-                        try await login.connection.session().uploadTree(dependencies.path, paths: ["."], to: login.jobDir(job.jobId) + ".deps")
+                        try await login.connection.session().uploadTree(dependencies.path, paths: ["."], to: login.jobDir(job.jobId) + ".deps") {
+                            emit(.transferred($0))
+                        }
                     }
                     deliveredDependencies = true
                 }

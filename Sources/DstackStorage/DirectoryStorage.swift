@@ -1,3 +1,4 @@
+import DstackModel
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -170,6 +171,14 @@ public struct DirectoryStorage: Storage {
         do { output = try folder.openFile(tmp, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644) } catch { throw storageError(error, key: key) }
         try copy(input, to: output, from: file.path, to: key) { unlinkat(folder.fd, tmp, 0) }
         try move(tmp, in: folder, to: name)
+        Self.report(input)
+    }
+
+    /// Tells the transfer's observer, if any, that the file open at `fd` arrived whole.
+    static func report(_ fd: Int32) {
+        guard let observer = TransferObserver.current else { return }
+        var info = stat()
+        if fstat(fd, &info) == 0 { observer.moved(Int64(info.st_size)) }
     }
 
     /// Moves the file into place with `rename(2)` when it is a plain file with no other name on the same file
@@ -187,6 +196,7 @@ public struct DirectoryStorage: Storage {
             // Another file system (EXDEV), or anything else: copy.
             return try await upload(from: file, to: key)
         }
+        TransferObserver.current?.moved(Int64(info.st_size))
     }
 
     /// The mode of a file this storage creates: 0644 less the process's umask (read without changing it).
@@ -217,6 +227,7 @@ public struct DirectoryStorage: Storage {
         guard output >= 0 else { throw posixError("cannot write '\(tmp.path)'") }
         try copy(input, to: output, from: key, to: tmp.path) { unlink(tmp.path) }
         try rename(tmp, to: file)
+        Self.report(input)
     }
 
     public func list(prefix: String) async throws -> [StorageObject] {

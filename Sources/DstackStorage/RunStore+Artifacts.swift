@@ -27,6 +27,13 @@ extension RunStore {
         }
         // A runner's own staging folder (see `ArtifactStaging`) gives its files up: storage may move them.
         let consume = ArtifactStaging.isDisposable(directory)
+        if let observer = TransferObserver.current {
+            var paths = Set<String>()
+            observer.leg(.toStorage, files.reduce(0) { total, file in
+                file.link == nil && file.isDirectory != true && storedElsewhere[file.path] == nil && paths.insert(file.path).inserted
+                    ? total + file.size : total
+            })
+        }
         var stored = Set<String>()
         for file in files where file.link == nil && file.isDirectory != true && storedElsewhere[file.path] == nil
             && stored.insert(file.path).inserted {
@@ -68,6 +75,12 @@ extension RunStore {
             throw StorageError.unusable(location: directory.path, reason: "cannot create a folder in it: \(String(cString: strerror(errno)))")
         }
         defer { try? target.removeTree(incomingName) }
+        TransferObserver.current?.leg(.fromStorage, manifests.reduce(0) { total, manifest in
+            manifest.files.reduce(total) { total, file in
+                file.link == nil && file.isDirectory != true && !leaving.contains(artifactFileKey(manifest.cacheKey, file.path))
+                    ? total + file.size : total
+            }
+        })
         do {
             let incoming = try target.child(incomingName, create: false)
             let incomingURL = directory.appendingPathComponent(incomingName).appendingPathComponent("file")

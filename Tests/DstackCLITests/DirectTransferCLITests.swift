@@ -186,6 +186,106 @@ import Testing
         #expect(!tail.contains(" / 22 MB, "), "\(tail)")
     }
 
+    /// `cat` and `tar -x` that move `big.bin` at about 30 MB/s on the runner they are on the PATH of, so that the
+    /// relay's stretches to and from runners last long enough to be watched.
+    static let slowTools = [
+        ("cat", """
+        #!/bin/sh
+        case "$2" in *big.bin) exec python3 -c 'import sys, time
+        f = open(sys.argv[1], "rb")
+        while True:
+            b = f.read(1 << 20)
+            if not b: break
+            sys.stdout.buffer.write(b); sys.stdout.flush(); time.sleep(0.03)' "$2";; esac
+        exec /bin/cat "$@"
+
+        """),
+        ("tar", """
+        #!/bin/sh
+        case "$2" in *.deps) python3 -c 'import sys, time
+        while True:
+            b = sys.stdin.buffer.read(1 << 20)
+            if not b: break
+            sys.stdout.buffer.write(b); sys.stdout.flush(); time.sleep(0.03)' | /bin/tar "$@"; exit;; esac
+        exec /bin/tar "$@"
+
+        """),
+    ]
+
+    /// Through this machine (`DSTACK_TRANSFERS=relay`), each stretch shows: runner to here, here to the bucket,
+    /// the bucket to here, here to the next runner; a line when it starts and one when it ends; `status` shows the
+    /// figures of a job that is storing.
+    @Test func theRelayShowsEachStretchLiveAndItsStartAndEnd() throws {
+        let bin = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-slow-\(UUID().uuidString.prefix(6))")
+        try FileManager.default.createDirectory(at: bin, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: bin) }
+        for (name, text) in Self.slowTools {
+            try Data(text.utf8).write(to: bin.appendingPathComponent(name))
+            try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: bin.appendingPathComponent(name).path)
+        }
+        let path = "PATH=\(bin.path):/usr/local/bin:/usr/bin:/bin"
+        let bed = try SSHBed(2, extraEnvironment: [0: path, 1: path])
+        defer { bed.stop() }
+        let bucket = try Bucket("dstack-relay-live")
+        defer { bucket.stop() }
+        let box = try Sandbox()
+        defer { box.cleanup() }
+        try box.workflows("""
+            workflows:
+              - name: make
+                labels: [one]
+                commands:
+                  - head -c 40000000 /dev/urandom > big.bin
+                  - sha256sum big.bin > sums.txt
+                artifacts: [big.bin, sums.txt]
+              - name: use
+                labels: [two]
+                depends-on: [make]
+                commands:
+                  - sha256sum -c sums.txt
+            """)
+        try box.write(".dstack/hosts.yaml", bed.inventory(extra: [0: "labels: [one]", 1: "labels: [two]"]))
+        var env = box.environment.merging(bed.environment) { $1 }.merging(bucket.environment()) { $1 }
+        env["DSTACK_TRANSFERS"] = "relay"
+
+        // Without a terminal: one line as each transfer starts and one as it ends; `status` meanwhile.
+        let coordinator = try Sandbox.start([Sandbox.binary, "run", "use"], in: box.project, environment: env)
+        var figures = ""
+        for _ in 0..<300 where figures.isEmpty {
+            let listed = try box.dstack(["status", "--json", "-a"], environment: env)
+            if listed.status == 0, let runs = (try? JSONSerialization.jsonObject(with: Data(listed.stdout.utf8))) as? [[String: Any]],
+               let run = runs.first?["name"] as? String, let jobs = runs.first?["jobs"] as? [[String: Any]],
+               jobs.contains(where: { $0["workflow"] as? String == "make" && $0["status"] as? String == "uploading" }) {
+                let status = try box.dstack(["status", run], environment: env)
+                if let line = status.stdout.split(separator: "\n").first(where: { $0.contains("uploading ") && $0.contains(" / ") }) {
+                    figures = String(line)
+                }
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let result = try coordinator.wait()
+        #expect(result.status == 0, "\(result.output)")
+        #expect(figures.range(of: #"uploading [0-9.]+ [KMG]?B / 38 MB"#, options: .regularExpression) != nil, "status showed: '\(figures)'")
+        #expect(result.stderr.contains("[make] storing 38 MB from r1 through this machine"), "\(result.stderr)")
+        #expect(result.stderr.contains("[make] stored 38 MB through this machine in "))
+        #expect(result.stderr.contains("[use] fetching 38 MB from the bucket through this machine"))
+        #expect(result.stderr.contains("[use] fetched 38 MB in "))
+        #expect(!result.stderr.contains(" / 38 MB, "), "no live line without a terminal")
+
+        // On a terminal: a live line for each stretch.
+        var terminal = env
+        terminal["TERM"] = "xterm"
+        terminal.removeValue(forKey: "NO_COLOR")
+        let live = try Sandbox.run(["script", "-qfec", "\(Sandbox.binary) run use --no-cache", "/dev/null"], in: box.project, environment: terminal)
+        #expect(live.status == 0, "\(live.output)")
+        for stretch in ["storing from r1", "storing to the bucket", "fetching from the bucket", "fetching to r2"] {
+            #expect(live.stdout.range(of: stretch + #" [0-9.]+ [KMG]?B / 38 MB, [0-9.]+ [KMG]?B/s"#, options: .regularExpression) != nil,
+                    "no live line for '\(stretch)': \(live.stdout)")
+        }
+        let tail = live.stdout.components(separatedBy: "\u{1B}[J").last ?? ""
+        #expect(!tail.contains(" / 38 MB, "), "\(tail)")
+    }
+
     @Test func attachAfterTheCoordinatorDiedMidTransferStoresEachArtifactOnce() throws {
         // r1 pauses 3 s before sending anything: the coordinator is killed while the job is storing.
         let bed = try SSHBed(2, extraEnvironment: [0: "DSTACK_TRANSFER_PAUSE=3"])

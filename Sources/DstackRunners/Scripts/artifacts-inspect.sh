@@ -1,6 +1,7 @@
 #!/bin/sh
 # artifacts-inspect.sh REPO PATH...: for each PATH (relative to REPO) that exists, prints `f INDEX MODE SIZE` for a
-# plain file (not a link; MODE and SIZE as `ls -ldn` shows them) or `o INDEX` for anything else.
+# plain file (not a link; MODE and SIZE as `ls -ldn` shows them) or `o INDEX KIB` for anything else (KIB: what
+# `du -sk` says it holds, an estimate for the progress line; `o INDEX` when du cannot tell).
 cd "$1" || exit 2
 shift
 i=0
@@ -15,7 +16,11 @@ for p; do
       printf 'o %d\n' "$i"
     fi
   elif [ -e "$p" ] || [ -L "$p" ]; then
-    printf 'o %d\n' "$i"
+    if k=$(du -sk -- "$p" 2>/dev/null); then
+      printf 'o %d %s\n' "$i" "${k%%[!0-9]*}"
+    else
+      printf 'o %d\n' "$i"
+    fi
   fi
   i=$((i + 1))
 done

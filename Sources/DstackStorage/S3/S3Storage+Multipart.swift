@@ -1,3 +1,4 @@
+import DstackModel
 import Foundation
 
 extension S3Storage {
@@ -99,6 +100,7 @@ extension S3Storage {
         guard let etag = response.headers["etag"] else {
             throw client.unusable("part \(number) of \(client.describe(fullKey)) was stored without an ETag")
         }
+        TransferObserver.current?.moved(length)
         return StoredPart(number: number, etag: etag, checksum: withChecksum ? checksum : nil)
     }
 

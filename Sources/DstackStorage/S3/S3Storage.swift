@@ -1,3 +1,4 @@
+import DstackModel
 import Foundation
 import Logging
 
@@ -115,6 +116,7 @@ public final class S3Storage: Storage {
         if size <= Int64(client.tuning.minimumPartSize) {
             let body: S3Body = size == 0 ? .data(Data()) : .file(file, offset: 0, length: size)
             _ = try await client.send(S3Request(method: "PUT", key: fullKey, body: body))
+            TransferObserver.current?.moved(size)
         } else {
             try await uploadMultipart(file: file, size: size, fullKey: fullKey)
         }

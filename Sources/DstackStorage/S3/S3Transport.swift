@@ -1,5 +1,6 @@
 // The only file that touches the HTTP stack (AsyncHTTPClient on SwiftNIO); docs/storage.md says why that one.
 import AsyncHTTPClient
+import DstackModel
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -147,10 +148,12 @@ final class HTTPClientTransport: S3Transport {
             throw StorageError.refused("cannot create '\(file.path)' for a download: \(reason)")
         }
         var closed = false
+        let observer = TransferObserver.current
         do {
             defer { if !closed { close(descriptor) } }
             for try await buffer in body {
                 try buffer.withUnsafeReadableBytes { try writeAll($0, to: descriptor, file: file) }
+                observer?.moved(Int64(buffer.readableBytes))
             }
             closed = true
             guard close(descriptor) == 0 else { throw writeFailure(file) }
