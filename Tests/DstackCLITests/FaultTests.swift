@@ -123,8 +123,7 @@ import Testing
         let run = try waitForLog(box, "line 2", bed.environment)
         let jobDir = bed.directory.appendingPathComponent("work-vanish-r1/jobs/\(run)-slow")
         let pidText = try String(contentsOf: jobDir.appendingPathComponent("pid"), encoding: .utf8)
-        let jobPid = pidText.split(separator: " ").first.map(String.init) ?? ""
-        _ = try Sandbox.run(["kill", "-KILL", "--", "-\(jobPid)"], in: bed.directory)
+        try Self.killTree(pidText, in: bed.directory)
 
         let result = try coordinator.wait()
         #expect(result.status == 0, "\(result.output)")
@@ -136,6 +135,17 @@ import Testing
         #expect((attempts.first?["reason"] as? String)?.hasPrefix("lost: its process on r1 vanished") == true, "\(attempts)")
         #expect(jobs["slow"]?["status"] as? String == "done")
         #expect(count(counter) == 1, "only the second attempt completed")
+    }
+
+    /// `kill -9` of a job's whole process tree from its `pid` file (`WRAPPER BOOTID [GROUP]`): the wrapper and the
+    /// job's process group (the wrapper's own where no group is named).
+    static func killTree(_ pidText: String, in directory: URL) throws {
+        let words = pidText.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+        let wrapper = try #require(words.first)
+        let group = words.count >= 3 ? words[2] : wrapper
+        // The wrapper first: once its commands are gone it would write their exit code.
+        _ = try Sandbox.run(["kill", "-KILL", wrapper], in: directory)
+        _ = try Sandbox.run(["kill", "-KILL", "--", "-\(group)"], in: directory)
     }
 
     @Test func aLostRunnersJobIsRetriedOnAnotherRunner() throws {
@@ -166,11 +176,9 @@ import Testing
         _ = try Sandbox.run(["kill", "-KILL", pid], in: bed.directory)
         let jobDir = bed.directory.appendingPathComponent("work-lost-\(first)/jobs/\(run)-slow")
         let listing = (try? FileManager.default.contentsOfDirectory(atPath: jobDir.path)) ?? []
-        // `PID BOOTID`
-        let jobPid = try #require(try? String(contentsOf: jobDir.appendingPathComponent("pid"), encoding: .utf8),
-                                  "no pid in \(jobDir.path): \(listing)")
-            .split(separator: " ").first.map(String.init) ?? ""
-        _ = try Sandbox.run(["kill", "-KILL", "--", "-\(jobPid)"], in: bed.directory)
+        let pidText = try #require(try? String(contentsOf: jobDir.appendingPathComponent("pid"), encoding: .utf8),
+                                   "no pid in \(jobDir.path): \(listing)")
+        try Self.killTree(pidText, in: bed.directory)
 
         let result = try coordinator.wait()
         #expect(result.status == 0, "\(result.output)")

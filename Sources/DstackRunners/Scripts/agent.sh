@@ -118,7 +118,7 @@ dstack_reclaim() {
     if [ -f "$a_jd/exit" ]; then
       a_over=1
     elif [ -f "$a_jd/pid" ]; then
-      { read -r a_pid a_boot < "$a_jd/pid"; } 2>/dev/null
+      { read -r a_pid a_boot _ < "$a_jd/pid"; } 2>/dev/null
       if [ -n "$a_boot" ] && [ "$a_boot" != "$dstack_boot" ]; then a_over=1
       elif [ -n "$a_pid" ] && ! kill -0 "$a_pid" 2>/dev/null; then a_over=1; fi
     elif [ ! -d "$a_jd" ] && [ -n "$(find "$a_l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
@@ -302,19 +302,30 @@ dstack_start_locked() {
   [ "$s_rc" = 0 ] || { echo "E error cannot write the job's files in $d"; dstack_release_locks "$s_base" "$s_job"; return 2; }
   [ "${10}" = 1 ] && printf 'export CUDA_VISIBLE_DEVICES=%s\n' "$s_cuda" >> "$d/env.sh"
   : > "$d/log" || { echo "E error cannot create $d/log"; dstack_release_locks "$s_base" "$s_job"; return 2; }
-  # setsid: its own session and process group, so a dropped connection does not end it; the subshell makes it
-  # nobody's child here, so a wrapper killed outright is seen gone rather than as a zombie of this shell.
-  # 3<&-: the job must never see the agent's request stream (other jobs' payloads come on it).
-  # The wrapper: one file per work folder and wrapper text (its name holds a hash of the text), written once.
-  s_wrapper="$s_base/$dstack_wrapper_name"
-  if [ ! -f "$s_wrapper" ]; then
-    printf '%s' "$dstack_wrapper" > "$s_wrapper.$$" && mv -f "$s_wrapper.$$" "$s_wrapper" ||
-      { echo "E error cannot write $s_wrapper"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+  # The subshell makes the wrapper nobody's child here, so a wrapper killed outright is seen gone rather than as a
+  # zombie of this shell. 3<&-: the job must never see the agent's request stream (other jobs' payloads come on it).
+  if [ -n "$dstack_session" ]; then
+    # The wrapper is a forked subshell of this shell (no exec); the job's commands get their own session and
+    # process group from setsid, so a dropped connection does not end them and a stop reaches all of them.
+    (dstack_wrap "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" session </dev/null >/dev/null 2>&1 3<&- &)
+  else
+    # Without /proc the wrapper cannot learn its own pid in a subshell: it runs as a script in a session of its
+    # own (one file per work folder and wrapper text, its name holding a hash of the text, written once).
+    s_wrapper="$s_base/$dstack_wrapper_name"
+    if [ ! -f "$s_wrapper" ]; then
+      printf '%s' "$dstack_wrapper" > "$s_wrapper.$$" && mv -f "$s_wrapper.$$" "$s_wrapper" ||
+        { echo "E error cannot write $s_wrapper"; dstack_release_locks "$s_base" "$s_job"; return 2; }
+    fi
+    (setsid /bin/sh "$s_wrapper" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
   fi
-  (setsid /bin/sh "$s_wrapper" "$d" "$9" "$s_base" "$dstack_boot" "$s_attempt" </dev/null >/dev/null 2>&1 3<&- &)
   echo launched >> "$d/attempt"
   echo "E launched"
   return 0
+}
+
+# dstack_wrap JOBDIR WORKDIR RUNNERDIR BOOTID ATTEMPT session: wrapper.sh's text, run in the calling subshell.
+dstack_wrap() {
+  eval "$dstack_wrapper"
 }
 
 # dstack_payload: evaluates the payload read last (dstack_read_payload) in the job's folder; its lines end with
@@ -361,7 +372,7 @@ dstack_poll() {
       dstack_release_later "$PWD" "${p_d#jobs/}"
     else
       p_pid="" p_boot=""
-      { read -r p_pid p_boot < "$p_d/pid"; } 2>/dev/null
+      { read -r p_pid p_boot _ < "$p_d/pid"; } 2>/dev/null
       if [ -n "$p_pid" ] && { [ -n "$p_boot" ] && [ "$p_boot" != "$dstack_boot" ] || ! kill -0 "$p_pid" 2>/dev/null; }; then
         # The wrapper may have written its exit code just now.
         if { read -r p_code < "$p_d/exit"; } 2>/dev/null; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
@@ -380,15 +391,17 @@ dstack_stop() {
   cd "$1" 2>/dev/null || return 0
   [ -f exit ] && return 0
   [ -f container ] && read -r t_engine t_name < container && "$t_engine" stop -t 5 "$t_name" >/dev/null 2>&1
-  t_pid="" t_boot=""
-  { read -r t_pid t_boot < pid; } 2>/dev/null
+  # `WRAPPER BOOT [GROUP]`: the job's process group is the wrapper's own unless named (see wrapper.sh).
+  t_pid="" t_boot="" t_group=""
+  { read -r t_pid t_boot t_group _ < pid; } 2>/dev/null
   [ -n "$t_pid" ] || return 0
   [ -n "$t_boot" ] && [ "$t_boot" != "$dstack_boot" ] && return 0
   [ -f exit ] && return 0
-  kill -TERM -"$t_pid" 2>/dev/null || kill -TERM "$t_pid" 2>/dev/null || return 0
+  t_group=${t_group:-$t_pid}
+  kill -TERM -"$t_group" 2>/dev/null || kill -TERM "$t_group" 2>/dev/null || return 0
   t_i=0
   while [ "$t_i" -lt 50 ] && kill -0 "$t_pid" 2>/dev/null && [ ! -f exit ]; do sleep 0.1; t_i=$((t_i + 1)); done
-  [ -f exit ] || { kill -0 "$t_pid" 2>/dev/null && kill -KILL -"$t_pid" 2>/dev/null; }
+  [ -f exit ] || { kill -0 "$t_pid" 2>/dev/null && kill -KILL -"$t_group" 2>/dev/null; }
   return 0
 }
 
@@ -465,6 +478,9 @@ dstack_boot=""
 { read -r dstack_boot < /proc/sys/kernel/random/boot_id; } 2>/dev/null
 dstack_agent_pid=$$
 dstack_home=$PWD
+# Wrappers run as subshells of the agent where they can learn their own pid (/proc) and setsid is there.
+dstack_session=""
+[ -r /proc/self/stat ] && command -v setsid >/dev/null 2>&1 && dstack_session=1
 # On a line of its own: the login shell may have printed something without a newline.
 printf '\ndstack-agent ready %s\n' "$$"
 while IFS= read -r dstack_request <&3; do
