@@ -56,7 +56,8 @@ public actor Coordinator {
     /// Jobs whose runner slot was given back to the schedule when their commands ended (their results are being
     /// collected): their end does not give it back again.
     var vacated: Set<String> = []
-    /// Directories of finished jobs to remove, by runner: passed along with the next start there.
+    /// Directories of finished jobs to remove, by runner: passed along with a later start there, `cleanupBatch` at a
+    /// time, and the rest when the run ends.
     var pendingCleanup: [String: [String]] = [:]
     /// Code syncs `submit` began, to runners synced before (so a re-sync after an edit is under way already).
     var presyncs: [String: Task<Int, Error>]
@@ -413,8 +414,14 @@ public actor Coordinator {
             }
         }
         await persist()
-        return pendingCleanup.removeValue(forKey: runner) ?? []
+        // Folders go in batches (one removal on the runner for several jobs); the rest at the end of the run.
+        guard let pending = pendingCleanup[runner], pending.count >= Self.cleanupBatch else { return [] }
+        pendingCleanup[runner] = nil
+        return pending
     }
+
+    /// How many finished jobs' folders a start on a runner removes at once.
+    static let cleanupBatch = 8
 
     /// The slot is held.
     func granted(_ job: PlannedJob, on member: PoolMember) {

@@ -160,6 +160,94 @@ import Glibc
         return (String(decoding: log, as: UTF8.self), state)
     }
 
+    /// One agent kept open: each request answered before the next is sent (the agent's memory, such as the locks
+    /// it releases later, lives as long as the session).
+    final class AgentSession {
+        let process = Process()
+        let stdin = Pipe(), stdout = Pipe()
+        var parser = AgentParser()
+        var replies: [AgentReply] = []
+
+        init() throws {
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", RunnerScript.agentProgram]
+            process.standardInput = stdin
+            process.standardOutput = stdout
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+        }
+
+        func send(_ request: AgentRequest) throws -> AgentReply {
+            stdin.fileHandleForWriting.write(request.bytes)
+            while replies.isEmpty {
+                let data = stdout.fileHandleForReading.availableData
+                try #require(!data.isEmpty, "the agent ended")
+                replies += parser.feed(data)
+            }
+            return replies.removeFirst()
+        }
+
+        func close() {
+            try? stdin.fileHandleForWriting.close()
+            process.waitUntilExit()
+        }
+    }
+
+    /// A job that ended leaves its slot lock to the next start of the same agent, which takes it over in place (the
+    /// same file, rewritten: no lock made or removed per job); a lock it does not take is removed after it.
+    @Test func theNextStartTakesOverTheSlotLockOfAJobThatEnded() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        try FileManager.default.createDirectory(at: base.appendingPathComponent("trees/snap"), withIntermediateDirectories: true)
+        let session = try AgentSession()
+        defer { session.close() }
+        let body = Self.payload("echo ran\n")
+        func start(_ job: String, slots: Int, cleanup: String = "") throws -> AgentReply {
+            try session.send(AgentRequest("start", [base.path, job, "1", String(slots), "", "0", "t", "snap", "", "0", cleanup, Self.lines(body)],
+                                          payload: body))
+        }
+        func untilOver(_ job: String) throws {
+            for _ in 0..<200 {
+                let reply = try session.send(AgentRequest("poll", [base.path, job, "0"]))
+                if case .exited = reply.states[0] ?? .running { return }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            Issue.record("\(job) never ended")
+        }
+        func mode(_ name: String) -> Int? {
+            (try? FileManager.default.attributesOfItem(atPath: base.appendingPathComponent("locks/\(name)").path))?[.posixPermissions] as? Int
+        }
+        func holder(_ name: String) -> String {
+            (try? String(contentsOfFile: base.appendingPathComponent("locks/\(name)").path, encoding: .utf8)) ?? "none"
+        }
+
+        #expect(try start("a", slots: 2).events == ["granted 0 ", "launched"])
+        try untilOver("a")
+        // A mark that a file made anew would not have (inode numbers are reused at once).
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: base.appendingPathComponent("locks/slot-0").path)
+        // Over, its lock is released with the next start, which takes it: the same file, now naming b.
+        #expect(try start("b", slots: 2, cleanup: "a").events == ["granted 0 ", "launched"])
+        #expect(mode("slot-0") == 0o600, "the lock was made anew")
+        #expect(holder("slot-0") == "b t\n")
+        #expect(!FileManager.default.fileExists(atPath: base.appendingPathComponent("jobs/a").path))
+        // Two over, one start: it takes one over and the other is removed.
+        #expect(try start("c", slots: 2).events == ["granted 1 ", "launched"])
+        try untilOver("b")
+        try untilOver("c")
+        #expect(try start("d", slots: 2).events.last == "launched")
+        let held = [holder("slot-0"), holder("slot-1")].filter { $0 != "none" }
+        #expect(held == ["d t\n"], "\(held)")
+        // A lock taken by someone else meanwhile (another coordinator's agent) is never taken over.
+        try untilOver("d")
+        let slot = held.isEmpty ? "slot-0" : (holder("slot-0") == "d t\n" ? "slot-0" : "slot-1")
+        let other = slot == "slot-0" ? "slot-1" : "slot-0"
+        // Between the poll that saw d over and the next start, the other agent reclaimed d's lock and took it.
+        try Data("theirs x\n".utf8).write(to: base.appendingPathComponent("locks/\(slot)"))
+        #expect(try start("e", slots: 2).events == ["granted \(other.dropFirst(5)) ", "launched"])
+        #expect(holder(slot) == "theirs x\n")
+        #expect(holder(other) == "e t\n")
+    }
+
     @Test func aJobNeverSeesTheAgentsRequestStream() throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: base) }

@@ -74,7 +74,17 @@ dstack_held() {
 # dstack_take_locks: the slot and GPU locks of dstack_acquire's job, as its variables say; all or nothing.
 dstack_take_locks() {
   slot="" got="" a_held="" a_i=0
-  while [ "$a_i" -lt "$a_max" ]; do
+  # A spare slot lock first (see dstack_spares), then the first free one.
+  for a_s in $dstack_spares; do
+    case $a_s in
+      slot-*) a_k=${a_s#slot-}
+        if [ "$a_k" -lt "$a_max" ] 2>/dev/null && dstack_take_spare "$a_s" "$a_job" "$a_owner"; then
+          slot=$a_k a_held=$a_s
+          break
+        fi ;;
+    esac
+  done
+  while [ -z "$slot" ] && [ "$a_i" -lt "$a_max" ]; do
     if dstack_take "$a_base/locks/slot-$a_i" "$a_job" "$a_owner"; then
       slot=$a_i a_held="slot-$a_i"
       break
@@ -85,7 +95,7 @@ dstack_take_locks() {
   a_n=0
   for a_g in $a_gpus; do
     [ "$a_n" -ge "$a_need" ] && break
-    if dstack_take "$a_base/locks/gpu-$a_g" "$a_job" "$a_owner"; then
+    if dstack_take_spare "gpu-$a_g" "$a_job" "$a_owner" || dstack_take "$a_base/locks/gpu-$a_g" "$a_job" "$a_owner"; then
       got="$got $a_g" a_held="$a_held gpu-$a_g" a_n=$((a_n + 1))
     fi
   done
@@ -164,20 +174,65 @@ dstack_release_later() {
   dstack_later_base=$1 dstack_later_jobs="$dstack_later_jobs $2"
 }
 
-# dstack_flush [PATH]...: removes the PATHs and the locks released later (those still naming their job), in one rm.
+# A start takes over the lock files of this agent's jobs that are over rather than removing them and making new
+# ones: dstack_spares names them (slot-N, gpu-G, in dstack_spare_base), dstack_spare_jobs their holders. The start
+# rewrites one with its own job (no create, no removal: in the usual run, a job ends and the next one takes its
+# slot, and no rm runs); whatever it does not take is removed after it (dstack_drop_spares).
+dstack_spares="" dstack_spare_jobs="" dstack_spare_base="" dstack_keep_spares=""
+
+# dstack_flush [PATH]...: removes the PATHs and the locks released later (those still naming their job), in one rm;
+# with dstack_keep_spares set (a start, in its work folder), those locks in that folder become spares instead.
 dstack_flush() {
   if [ -n "$dstack_later_jobs" ]; then
+    l_keep=""
+    [ -n "$dstack_keep_spares" ] && [ "$dstack_later_base" = "$PWD" ] && [ -z "$dstack_spares" ] && l_keep=1
     for l_l in "$dstack_later_base"/locks/slot-* "$dstack_later_base"/locks/gpu-*; do
       [ -e "$l_l" ] || continue
       l_of=$l_l l_holder=""
       [ -d "$l_l" ] && l_of=$l_l/owner
       { read -r l_holder _ < "$l_of"; } 2>/dev/null
       [ -n "$l_holder" ] || continue
-      case " $dstack_later_jobs " in *" $l_holder "*) set -- "$@" "$l_l" ;; esac
+      case " $dstack_later_jobs " in
+        *" $l_holder "*)
+          if [ -n "$l_keep" ] && [ -f "$l_l" ]; then
+            dstack_spares="$dstack_spares ${l_l##*/}" dstack_spare_jobs="$dstack_spare_jobs $l_holder"
+          else
+            set -- "$@" "$l_l"
+          fi ;;
+      esac
     done
+    [ -n "$l_keep" ] && dstack_spare_base=$PWD
     dstack_later_base="" dstack_later_jobs=""
   fi
   [ $# -gt 0 ] && rm -rf "$@"
+  return 0
+}
+
+# dstack_take_spare NAME JOB OWNER: takes over the spare lock NAME (in dstack_spare_base) for JOB when it is one
+# and still names the finished job it was kept for.
+dstack_take_spare() {
+  case " $dstack_spares " in *" $1 "*) ;; *) return 1 ;; esac
+  t_holder=""
+  { read -r t_holder _ < "$dstack_spare_base/locks/$1"; } 2>/dev/null
+  case " $dstack_spare_jobs " in *" $t_holder "*) ;; *) return 1 ;; esac
+  printf '%s %s\n' "$2" "$3" > "$dstack_spare_base/locks/$1" || return 1
+  t_rest=""
+  for t_s in $dstack_spares; do [ "$t_s" = "$1" ] || t_rest="$t_rest $t_s"; done
+  dstack_spares=$t_rest
+  return 0
+}
+
+# dstack_drop_spares: removes the spare locks no start took (those still naming the finished job they were kept for).
+dstack_drop_spares() {
+  [ -n "$dstack_spares" ] || return 0
+  set --
+  for d_s in $dstack_spares; do
+    d_holder=""
+    { read -r d_holder _ < "$dstack_spare_base/locks/$d_s"; } 2>/dev/null
+    case " $dstack_spare_jobs " in *" $d_holder "*) set -- "$@" "$dstack_spare_base/locks/$d_s" ;; esac
+  done
+  dstack_spares="" dstack_spare_jobs="" dstack_spare_base=""
+  [ $# -gt 0 ] && rm -f "$@"
   return 0
 }
 
@@ -203,13 +258,17 @@ dstack_start() {
   dstack_read_payload "${12}"
   cd "$s_base" 2>/dev/null || { echo "E error cannot enter the work directory $s_base"; return 2; }
   s_base=$PWD
-  # Finished jobs' folders and the locks released later go in one rm (before any lock is taken here).
+  # Finished jobs' folders go in one rm (before any lock is taken here); the locks released later become spares
+  # this start may take over, and what it leaves is removed after it.
+  dstack_keep_spares=1
   dstack_cleanup "${11}"
-  [ -d jobs ] || mkdir -p jobs || return 2
-  dstack_lock_job "$s_base" "$s_job" start || return 2
+  dstack_keep_spares=""
+  [ -d jobs ] || { mkdir -p jobs || { dstack_drop_spares; return 2; }; }
+  dstack_lock_job "$s_base" "$s_job" start || { dstack_drop_spares; return 2; }
   dstack_start_locked "$@"
   s_rc=$?
   dstack_unlock_job
+  dstack_drop_spares
   return "$s_rc"
 }
 
