@@ -303,8 +303,10 @@ extension Coordinator {
     /// for the runner to receive.
     nonisolated func stageDependencies(_ job: PlannedJob, on member: PoolMember, meter: TransferMeter) async throws -> (URL?, [DirectGet], TransferMeter?) {
         let (from, to) = (storageName, member.info.name)
+        let local = member.runner is LocalRunner
         let observer = TransferObserver(leg: { _, bytes in
-            meter.begin("fetching from \(from)", total: bytes, announcing: "fetching \(formatBytes(bytes)) from \(from) through this machine")
+            meter.begin("fetching from \(from)", total: bytes,
+                        announcing: "fetching \(formatBytes(bytes)) from \(from)\(local ? "" : " through this machine")")
         }, moved: meter.add)
         let staging: URL?
         let gets: [DirectGet]
@@ -316,10 +318,11 @@ extension Coordinator {
         }
         // The second stretch: what the runner receives from this machine (none for this machine's own runner) and
         // what it fetches itself.
-        let relayed = member.runner is LocalRunner ? 0 : staging.map(FolderGrowth.size) ?? 0
+        let relayed = local ? 0 : staging.map(FolderGrowth.size) ?? 0
         let direct = gets.reduce(0) { $0 + $1.size }
         guard relayed + direct > 0 else {
-            meter.end()
+            // All here already (this machine's own runner places them itself): the end line, if it was announced.
+            meter.finish(total: meter.total)
             return (staging, gets, nil)
         }
         if direct >= relayed {
