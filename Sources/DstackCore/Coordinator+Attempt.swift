@@ -15,6 +15,15 @@ extension Coordinator {
         var fetching: TransferMeter?
         // An attempt that ends before its job launched takes its live line away.
         defer { fetching?.end() }
+        // Finished jobs' folders this start was to remove: given back if it never reached its runner.
+        var cleanup: [String] = []
+        var granted = false
+        defer {
+            if !granted, !cleanup.isEmpty {
+                let (name, ids) = (member.info.name, cleanup)
+                returnedCleanup.update { $0[name, default: []] += ids }
+            }
+        }
         let output: JobOutput
         do {
             try await ensureSynced(member)
@@ -23,7 +32,7 @@ extension Coordinator {
             (staging, directDependencies, fetching) = try await stageDependencies(job, on: member,
                                                                                   meter: TransferMeter(workflow: job.workflow, verb: "fetching", sink: sink))
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
-            let cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
+            cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)
             // Output goes through JobOutput: secret values masked, then the terminal and the stored log. It says
             // where to follow the runner's log from (masked bytes do not count the runner's).
@@ -44,7 +53,6 @@ extension Coordinator {
         }
         var exit: JobExit?
         var released = false
-        var granted = false
         var watchdog: Task<Void, Never>?
         defer { watchdog?.cancel() }
         do {

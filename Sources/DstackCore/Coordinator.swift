@@ -59,6 +59,8 @@ public actor Coordinator {
     /// Directories of finished jobs to remove, by runner: passed along with a later start there, `cleanupBatch` at a
     /// time, and the rest when the run ends.
     var pendingCleanup: [String: [String]] = [:]
+    /// Cleanup lists of starts that never reached their runner, given back from the attempts' own tasks.
+    nonisolated let returnedCleanup = LockedValue<[String: [String]]>([:])
     /// Code syncs `submit` began, to runners synced before (so a re-sync after an edit is under way already).
     var presyncs: [String: Task<Int, Error>]
     /// The code sync to each runner, done once per runner by the first job that goes there.
@@ -141,6 +143,7 @@ public actor Coordinator {
         }
         heartbeat.cancel()
         await heartbeat.value  // no heartbeat may write run.json after the final record below
+        takeBackCleanup()
         for member in pool {
             if let ids = pendingCleanup.removeValue(forKey: member.info.name), !ids.isEmpty {
                 try? await member.runner.finish(jobIds: ids, release: false)
@@ -415,6 +418,7 @@ public actor Coordinator {
         }
         await persist()
         // Folders go in batches (one removal on the runner for several jobs); the rest at the end of the run.
+        takeBackCleanup()
         guard let pending = pendingCleanup[runner], pending.count >= Self.cleanupBatch else { return [] }
         pendingCleanup[runner] = nil
         return pending
@@ -422,6 +426,13 @@ public actor Coordinator {
 
     /// How many finished jobs' folders a start on a runner removes at once.
     static let cleanupBatch = 8
+
+    /// Puts the folders that starts never delivered (`returnedCleanup`) back with the pending ones.
+    func takeBackCleanup() {
+        var back: [String: [String]] = [:]
+        returnedCleanup.update { back = $0; $0 = [:] }
+        for (runner, ids) in back { pendingCleanup[runner, default: []] += ids }
+    }
 
     /// The slot is held.
     func granted(_ job: PlannedJob, on member: PoolMember) {

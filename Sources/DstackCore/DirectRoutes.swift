@@ -140,7 +140,7 @@ final class TransferMeter: Sendable {
     func add(_ bytes: Int64) {
         let now = ContinuousClock.now
         var tell: TransferProgress?
-        var show: TransferReport?
+        // The live line is sent under the meter's lock, so that none can follow the `end` that took it away.
         state.update { state in
             guard !state.over else { return }
             state.moved += bytes
@@ -153,12 +153,11 @@ final class TransferMeter: Sendable {
             }
             if state.drawn.map({ now - $0 >= .milliseconds(200) }) ?? true {
                 state.drawn = now
-                show = TransferReport(verb: state.label, done: state.moved, total: state.total,
-                                      bytesPerSecond: Double(state.moved) / Self.seconds(since: state.since))
+                sink.emit(.transfer(workflow: workflow, TransferReport(verb: state.label, done: state.moved, total: state.total,
+                                                                       bytesPerSecond: Double(state.moved) / Self.seconds(since: state.since))))
             }
         }
         if let tell { record(tell) }
-        if let show { sink.emit(.transfer(workflow: workflow, show)) }
     }
 
     /// Reports the end: `total` bytes moved `how`, the time and the rate (when the start was announced).
@@ -176,8 +175,8 @@ final class TransferMeter: Sendable {
         state.update { state in
             announced = state.announced
             state.over = true
+            sink.emit(.transfer(workflow: workflow, nil))
         }
-        sink.emit(.transfer(workflow: workflow, nil))
         return announced
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 
 /// How a transfer into a local folder shows its progress when the bytes arrive through tools that do not count
-/// them (a remote `tar` into a local one, `cat` into a file): the folder's plain files are summed every half
+/// them (a remote `tar` into a local one, `cat` into a file): the folder's plain files are summed every quarter
 /// second, and the growth reported.
 public enum FolderGrowth {
     /// Reports how much `folder` grew, every quarter second until cancelled.
@@ -10,6 +10,8 @@ public enum FolderGrowth {
             var last: Int64 = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
+                // Cancelled: the transfer is over, and what comes after it must not be counted as its.
+                guard !Task.isCancelled else { return }
                 let now = size(of: folder)
                 if now > last { report(now - last) }
                 last = max(last, now)

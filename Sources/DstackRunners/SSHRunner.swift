@@ -542,7 +542,7 @@ public final class SSHRunner: Runner, Sendable {
         let direct = entries.filter { $0.isLargeFile && !insideTree($0.path) }
         let tree = entries.filter { !$0.isLargeFile || insideTree($0.path) }.map(\.path)
         let session = try await connection.session()
-        // People see the bytes arrive: what has landed in the staging folder, every half second.
+        // People see the bytes arrive: what has landed in the staging folder, every quarter second.
         var watch: Task<Void, Never>?
         if let observer = TransferObserver.current {
             observer.leg(.fromRunner, entries.reduce(0) { $0 + ($1.size ?? 0) })

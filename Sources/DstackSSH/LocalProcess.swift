@@ -57,6 +57,7 @@ final class LocalProcess: Sendable {
             var last: Int64 = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(250))
+                guard !Task.isCancelled else { return }
                 guard let text = try? String(contentsOfFile: path, encoding: .utf8),
                       let line = text.split(separator: "\n").first(where: { $0.hasPrefix("rchar:") }),
                       let now = Int64(line.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces)) else { continue }

@@ -137,8 +137,8 @@ import Testing
         #expect(count(counter) == 1, "only the second attempt completed")
     }
 
-    /// `kill -9` of a job's whole process tree from its `pid` file (`WRAPPER BOOTID [GROUP]`): the wrapper and the
-    /// job's process group (the wrapper's own where no group is named).
+    /// `kill -9` of a job's whole process tree from its `pid` file (`WRAPPER BOOTID`, and the job's process group on a
+    /// second line where it is not the wrapper's own): the wrapper and the job's process group.
     static func killTree(_ pidText: String, in directory: URL) throws {
         let words = pidText.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
         let wrapper = try #require(words.first)

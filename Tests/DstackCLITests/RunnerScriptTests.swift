@@ -104,6 +104,10 @@ import Glibc
         }
         #expect(state == .exited(3))
         #expect(String(decoding: log, as: UTF8.self) == "data\n\(hostile)\n")
+        // `pid`: `WRAPPER BOOTID` on the first line, as older dstacks read it (`read -r pid boot`), and the job's own
+        // process group on the second.
+        let pidLines = try String(contentsOf: base.appendingPathComponent("jobs/job-1/pid"), encoding: .utf8).split(separator: "\n")
+        #expect(pidLines.count == 2 && pidLines[0].split(separator: " ").count == 2 && Int32(pidLines[1]) != nil, "\(pidLines)")
         #expect(!FileManager.default.fileExists(atPath: base.appendingPathComponent("pwned").path))
         // The exit released the slot; the job ran once.
         #expect(!FileManager.default.fileExists(atPath: base.appendingPathComponent("locks/slot-0").path))
@@ -246,6 +250,36 @@ import Glibc
         #expect(try start("e", slots: 2).events == ["granted \(other.dropFirst(5)) ", "launched"])
         #expect(holder(slot) == "theirs x\n")
         #expect(holder(other) == "e t\n")
+        // An empty lock (another agent's, being made) is neither taken over nor removed.
+        try untilOver("e")
+        try FileManager.default.removeItem(at: base.appendingPathComponent("locks/\(slot)"))
+        try Data().write(to: base.appendingPathComponent("locks/\(other)"))
+        #expect(try start("f", slots: 2).events == ["granted \(slot.dropFirst(5)) ", "launched"])
+        #expect(holder(other) == "", "an empty lock was taken over or removed")
+    }
+
+    /// A stop that comes while the wrapper has not launched the job yet (its `pid` names no group so far) still
+    /// reaches the job's process group once the wrapper writes it.
+    @Test func aStopBeforeTheJobsGroupIsKnownStillReachesIt() throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("dstack-agent-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let dir = base.appendingPathComponent("jobs/j")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        // The wrapper: alive, deaf to TERM (as wrapper.sh is); the job: a process group of its own, not yet named.
+        let wrapper = try Subprocess.spawnDetached(["/bin/sh", "-c", "trap '' TERM; sleep 4"], environment: [:])
+        let job = try Subprocess.spawnDetached(["/bin/sleep", "30"], environment: [:])
+        defer { kill(wrapper, SIGKILL); kill(job, SIGKILL) }
+        for pid in [wrapper, job] { Thread.detachNewThread { var status: Int32 = 0; waitpid(pid, &status, 0) } }
+        let boot = try String(contentsOfFile: "/proc/sys/kernel/random/boot_id", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        try Data("\(wrapper) \(boot)\n".utf8).write(to: dir.appendingPathComponent("pid"))
+        // The wrapper launches the job while the stop waits.
+        Thread.detachNewThread {
+            Thread.sleep(forTimeInterval: 0.5)
+            try? Data("\(wrapper) \(boot)\n\(job)\n".utf8).write(to: dir.appendingPathComponent("pid"))
+        }
+        let replies = try agent([AgentRequest("stop", [dir.path])])
+        #expect(replies.first?.status == .ok)
+        #expect(kill(job, 0) != 0, "the job's group was never signalled")
     }
 
     @Test func aJobNeverSeesTheAgentsRequestStream() throws {

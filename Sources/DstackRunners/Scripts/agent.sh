@@ -128,7 +128,7 @@ dstack_reclaim() {
     if [ -f "$a_jd/exit" ]; then
       a_over=1
     elif [ -f "$a_jd/pid" ]; then
-      { read -r a_pid a_boot _ < "$a_jd/pid"; } 2>/dev/null
+      { read -r a_pid a_boot < "$a_jd/pid"; } 2>/dev/null
       if [ -n "$a_boot" ] && [ "$a_boot" != "$dstack_boot" ]; then a_over=1
       elif [ -n "$a_pid" ] && ! kill -0 "$a_pid" 2>/dev/null; then a_over=1; fi
     elif [ ! -d "$a_jd" ] && [ -n "$(find "$a_l" -maxdepth 0 -mmin +10 2>/dev/null)" ]; then
@@ -214,6 +214,8 @@ dstack_take_spare() {
   case " $dstack_spares " in *" $1 "*) ;; *) return 1 ;; esac
   t_holder=""
   { read -r t_holder _ < "$dstack_spare_base/locks/$1"; } 2>/dev/null
+  # An empty or missing file is someone's lock being made (or none): never ours.
+  [ -n "$t_holder" ] || return 1
   case " $dstack_spare_jobs " in *" $t_holder "*) ;; *) return 1 ;; esac
   printf '%s %s\n' "$2" "$3" > "$dstack_spare_base/locks/$1" || return 1
   t_rest=""
@@ -229,6 +231,7 @@ dstack_drop_spares() {
   for d_s in $dstack_spares; do
     d_holder=""
     { read -r d_holder _ < "$dstack_spare_base/locks/$d_s"; } 2>/dev/null
+    [ -n "$d_holder" ] || continue
     case " $dstack_spare_jobs " in *" $d_holder "*) set -- "$@" "$dstack_spare_base/locks/$d_s" ;; esac
   done
   dstack_spares="" dstack_spare_jobs="" dstack_spare_base=""
@@ -431,7 +434,7 @@ dstack_poll() {
       dstack_release_later "$PWD" "${p_d#jobs/}"
     else
       p_pid="" p_boot=""
-      { read -r p_pid p_boot _ < "$p_d/pid"; } 2>/dev/null
+      { read -r p_pid p_boot < "$p_d/pid"; } 2>/dev/null
       if [ -n "$p_pid" ] && { [ -n "$p_boot" ] && [ "$p_boot" != "$dstack_boot" ] || ! kill -0 "$p_pid" 2>/dev/null; }; then
         # The wrapper may have written its exit code just now.
         if { read -r p_code < "$p_d/exit"; } 2>/dev/null; then echo "S $p_n running"; else echo "S $p_n gone"; dstack_release_locks "$PWD" "${p_d#jobs/}"; fi
@@ -450,16 +453,23 @@ dstack_stop() {
   cd "$1" 2>/dev/null || return 0
   [ -f exit ] && return 0
   [ -f container ] && read -r t_engine t_name < container && "$t_engine" stop -t 5 "$t_name" >/dev/null 2>&1
-  # `WRAPPER BOOT [GROUP]`: the job's process group is the wrapper's own unless named (see wrapper.sh).
+  # `WRAPPER BOOT`, and on a second line the job's process group where it is not the wrapper's own (see
+  # wrapper.sh; a wrapper that has not launched the job yet has not written it: it is looked for again below).
   t_pid="" t_boot="" t_group=""
-  { read -r t_pid t_boot t_group _ < pid; } 2>/dev/null
+  { { read -r t_pid t_boot _; read -r t_group _; } < pid; } 2>/dev/null
   [ -n "$t_pid" ] || return 0
   [ -n "$t_boot" ] && [ "$t_boot" != "$dstack_boot" ] && return 0
   [ -f exit ] && return 0
   t_group=${t_group:-$t_pid}
   kill -TERM -"$t_group" 2>/dev/null || kill -TERM "$t_group" 2>/dev/null || return 0
   t_i=0
-  while [ "$t_i" -lt 50 ] && kill -0 "$t_pid" 2>/dev/null && [ ! -f exit ]; do sleep 0.1; t_i=$((t_i + 1)); done
+  while [ "$t_i" -lt 50 ] && kill -0 "$t_pid" 2>/dev/null && [ ! -f exit ]; do
+    sleep 0.1
+    t_i=$((t_i + 1))
+    t_now=""
+    { { read -r _; read -r t_now _; } < pid; } 2>/dev/null
+    if [ -n "$t_now" ] && [ "$t_now" != "$t_group" ]; then t_group=$t_now; kill -TERM -"$t_group" 2>/dev/null; fi
+  done
   [ -f exit ] || { kill -0 "$t_pid" 2>/dev/null && kill -KILL -"$t_group" 2>/dev/null; }
   return 0
 }

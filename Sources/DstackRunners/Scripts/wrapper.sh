@@ -5,7 +5,8 @@
 # with `session`, evaluated by a detached subshell of the agent (a process that is nobody's child there, with no
 # exec of its own), in which case the job's commands get their own session and process group through `setsid`.
 # It records its pid (with the boot id, so a pid from before a reboot is never taken for a live process, and with
-# `session` the job's process group as a third word, the group that `dstack_stop` signals), sources the job's
+# `session` the job's process group on a second line, the group that `dstack_stop` signals: the first line stays
+# `PID BOOTID`, as older dstacks read it), sources the job's
 # env.sh, runs the commands (`commands.sh` under `sh -e`, or `run.sh` where the job has one: the container that
 # runs them) with the output appended to `log`, and writes the exit code at the end. It ignores TERM so that a
 # stopped job still records how its commands ended.
@@ -40,7 +41,7 @@ fi
 child=$!
 # A child of a shell without job control is no process group leader, so setsid execs the job's shell itself:
 # its pid is the job's session and process group.
-[ -n "$w_setsid" ] && echo "$w_self $4 $child" > "$1/pid"
+[ -n "$w_setsid" ] && printf '%s %s\n%s\n' "$w_self" "$4" "$child" > "$1/pid"
 wait $child
 code=$?
 while kill -0 $child 2>/dev/null; do wait $child; code=$?; done
