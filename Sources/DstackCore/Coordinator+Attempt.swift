@@ -29,8 +29,7 @@ extension Coordinator {
             try await ensureSynced(member)
             // A resumed attempt whose job is already running there needs no artifacts; one that never launched does.
             let directDependencies: [DirectGet]
-            (staging, directDependencies, fetching) = try await stageDependencies(job, on: member,
-                                                                                  meter: TransferMeter(workflow: job.workflow, verb: "fetching", sink: sink))
+            (staging, directDependencies, fetching) = try await stageDependenciesShown(job, on: member)
             let stored = try await store.logSize(run: runName, workflow: job.workflow)
             cleanup = await beginAttempt(job, on: member.info.name, number: number, logStart: stored)
             let logStart = await logStart(job.workflow)

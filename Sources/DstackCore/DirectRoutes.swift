@@ -206,11 +206,8 @@ extension Coordinator {
             }
         } else {
             // Through this machine: from the runner here (unless it is this machine), then here to storage.
-            let workflow = job.workflow
-            let meter = TransferMeter(workflow: workflow, verb: "storing", sink: sink) { progress in
-                Task { await self.setTransfer(workflow, progress) }
-            }
-            defer { Task { await self.setTransfer(workflow, nil) } }
+            let meter = storingMeter(job.workflow)
+            defer { Task { await self.setTransfer(job.workflow, nil) } }
             let (from, to) = (member.info.name, storageName)
             let relayed = LockedValue(false)
             let observer = TransferObserver(leg: { leg, bytes in
@@ -236,6 +233,13 @@ extension Coordinator {
         }
     }
 
+    /// A meter for a job's storing, whose figures go to its record (`dstack status`).
+    nonisolated func storingMeter(_ workflow: String) -> TransferMeter {
+        TransferMeter(workflow: workflow, verb: "storing", sink: sink) { progress in
+            Task { await self.setTransfer(workflow, progress) }
+        }
+    }
+
     /// How transfer lines name the storage.
     nonisolated var storageName: String { store.storage is DirectoryStorage ? "the storage" : "the bucket" }
 
@@ -248,9 +252,7 @@ extension Coordinator {
         try await storage.abortDirectUploads(under: store.artifactFilesPrefix(job.cacheKey))
         let total = large.reduce(0) { $0 + $1.size }
         let workflow = job.workflow
-        let meter = TransferMeter(workflow: workflow, verb: "storing", sink: sink) { progress in
-            Task { await self.setTransfer(workflow, progress) }
-        }
+        let meter = storingMeter(workflow)
         meter.begin("storing", total: total,
                     announcing: "storing \(formatBytes(total)) from \(direct.name) straight to \(storage is SharedDirectory ? "the storage" : "the bucket")")
         defer { Task { await self.setTransfer(workflow, nil) } }
@@ -300,7 +302,8 @@ extension Coordinator {
     /// first stretch), then, once the runner is sent them, to the runner (the relay's second stretch and the files
     /// it fetches itself, which `Runner.run` reports as `.transferred`). Returns the meter when there is anything
     /// for the runner to receive.
-    nonisolated func stageDependencies(_ job: PlannedJob, on member: PoolMember, meter: TransferMeter) async throws -> (URL?, [DirectGet], TransferMeter?) {
+    nonisolated func stageDependenciesShown(_ job: PlannedJob, on member: PoolMember) async throws -> (URL?, [DirectGet], TransferMeter?) {
+        let meter = TransferMeter(workflow: job.workflow, verb: "fetching", sink: sink)
         let (from, to) = (storageName, member.info.name)
         let local = member.runner is LocalRunner
         let observer = TransferObserver(leg: { _, bytes in

@@ -1,3 +1,4 @@
+import DstackSSH
 import Foundation
 
 /// How a transfer into a local folder shows its progress when the bytes arrive through tools that do not count
@@ -6,17 +7,7 @@ import Foundation
 public enum FolderGrowth {
     /// Reports how much `folder` grew, every quarter second until cancelled.
     static func watch(_ folder: URL, _ report: @escaping @Sendable (Int64) -> Void) -> Task<Void, Never> {
-        Task {
-            var last: Int64 = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(250))
-                // Cancelled: the transfer is over, and what comes after it must not be counted as its.
-                guard !Task.isCancelled else { return }
-                let now = size(of: folder)
-                if now > last { report(now - last) }
-                last = max(last, now)
-            }
-        }
+        Growth.watch(report) { size(of: folder) }
     }
 
     /// The sum of the sizes of the plain files under `folder` (links are not followed).

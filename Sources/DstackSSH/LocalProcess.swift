@@ -53,17 +53,10 @@ final class LocalProcess: Sendable {
     /// `/proc/PID/io`; nothing where there is no such file): a `tar -cf -` reads each byte it archives once.
     func watchReads(_ report: @escaping @Sendable (Int64) -> Void) -> Task<Void, Never> {
         let path = "/proc/\(pid)/io"
-        return Task {
-            var last: Int64 = 0
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .milliseconds(250))
-                guard !Task.isCancelled else { return }
-                guard let text = try? String(contentsOfFile: path, encoding: .utf8),
-                      let line = text.split(separator: "\n").first(where: { $0.hasPrefix("rchar:") }),
-                      let now = Int64(line.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces)) else { continue }
-                if now > last { report(now - last) }
-                last = max(last, now)
-            }
+        return Growth.watch(report) {
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+                  let line = text.split(separator: "\n").first(where: { $0.hasPrefix("rchar:") }) else { return nil }
+            return Int64(line.dropFirst("rchar:".count).trimmingCharacters(in: .whitespaces))
         }
     }
 
